@@ -9,7 +9,7 @@ Hugging Face directories are the interchange format: from_pretrained / save_pret
 import json
 import math
 import os
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -119,8 +119,11 @@ class Attention(nn.Module):
             k = torch.cat((k[..., :r] * cos + rotate_half(k[..., :r]) * sin, k[..., r:]), dim=-1)
         if kv_cache is not None:
             k, v = kv_cache.update(layer, k, v)
-        # a prefill (T > 1) starts at position 0, so causal masking is exact; a single new token sees all
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
+        # query t sits at position S-T+t and sees keys [0, S-T+t]. is_causal aligns the mask top-left, exact only
+        # when S == T; a chunk appended to a cache (1 < T < S) needs the bottom-right aligned mask spelled out
+        S = k.size(2)
+        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T) if 1 < T < S else None
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=T == S > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)
@@ -322,6 +325,17 @@ class GPT(nn.Module):
             json.dump(hf, f, indent=2)
 
 
+def peak_flops(device):
+    """Dense bf16 tensor-core peak of the GPU, for MFU; None on CPU or an unknown GPU."""
+    if torch.device(device).type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, flops in (('H100', 989e12), ('H200', 989e12), ('GH200', 989e12), ('A100', 312e12), ('L40S', 362e12)):
+        if key in name:
+            return flops
+    return None
+
+
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
     """One token per row from (B, V) logits; temperature 0 is greedy."""
     if temperature == 0:
@@ -378,8 +392,9 @@ def config_from_hf(hf, source='config'):
     mt = hf.get('model_type')
     if mt == 'gpt_neox':
         rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}
-        if rope.get('rope_type', 'default') != 'default':
-            raise ValueError(f"{source}: rope type {rope.get('rope_type')!r} is not supported (only plain RoPE)")
+        rope_type = rope.get('rope_type', rope.get('type', 'default'))  # 'type': the transformers 4.x spelling
+        if rope_type != 'default':
+            raise ValueError(f"{source}: rope type {rope_type!r} is not supported (only plain RoPE)")
         if not hf.get('attention_bias', True):
             raise ValueError(f"{source}: attention_bias=False is not supported")
         act = {'gelu': 'erf', 'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh'}.get(hf.get('hidden_act', 'gelu'))
@@ -397,8 +412,9 @@ def config_from_hf(hf, source='config'):
         for key in ('scale_attn_by_inverse_layer_idx', 'add_cross_attention'):
             if hf.get(key):
                 raise ValueError(f"{source}: GPT-2 option {key}=True is not supported")
-        if not hf.get('scale_attn_weights', True):
-            raise ValueError(f"{source}: GPT-2 option scale_attn_weights=False is not supported")
+        for key in ('scale_attn_weights', 'tie_word_embeddings'):
+            if not hf.get(key, True):
+                raise ValueError(f"{source}: GPT-2 option {key}=False is not supported")
         act = {'gelu': 'erf', 'gelu_new': 'tanh', 'gelu_pytorch_tanh': 'tanh'}.get(
             hf.get('activation_function', 'gelu_new'))
         if act is None:

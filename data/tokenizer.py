@@ -48,6 +48,7 @@ def get_tokenizer(name, path=None, chars=None):
                 raise FileNotFoundError(f"could not fetch {NEOX_HUB_ID} from the hub ({e}); pass a local "
                                         f"tokenizer.json instead") from None
         eot = tok.token_to_id('<|endoftext|>')
+        tok.encode_special_tokens = True  # as gpt2's encode_ordinary: '<|endoftext|>' in a document is text
         # no special tokens are added around the text, so ids are the plain BPE of the document
         return Tokenizer('gpt-neox-20b', lambda s: tok.encode(s, add_special_tokens=False).ids,
                          lambda ids: tok.decode(ids, skip_special_tokens=False), eot, tok.get_vocab_size(),

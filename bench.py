@@ -1,0 +1,167 @@
+"""
+Speed benchmarks, nanoGPT style. Run on a GPU; every number in the README came from here.
+  python bench.py                                   # our model, Pythia-160m shape, B=16 T=2048, bf16, compiled
+  python bench.py --compare_hf=True                 # + transformers' GPTNeoXForCausalLM of the same shape
+  python bench.py --final_sparsity=0.5              # + masked (pruned) training vs dense, and one pruning event
+  python bench.py --mode=sparse24                   # 2:4 semi-structured linears vs dense (inference)
+Each run prints a table and, with --out_json=path, writes its numbers.
+"""
+import json
+import time
+from contextlib import nullcontext
+
+import torch
+
+from model import GPT, preset_config, config_to_hf, peak_flops
+
+# -----------------------------------------------------------------------------
+mode = 'train'                # 'train': training steps; 'sparse24': 2:4 linears vs dense
+model_preset = 'pythia-160m'
+batch_size = 16
+block_size = 2048
+real_data = False             # True: batches from data_dir/train.bin instead of random tokens
+data_dir = None
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16'            # autocast dtype on cuda; CPU runs fp32
+compile = True
+warmup_iters = 10             # compile and autotune happen here, outside the timed window
+num_iters = 30
+compare_hf = False            # also time transformers' GPTNeoXForCausalLM of the same shape
+final_sparsity = 0.0          # > 0: also time training with this fraction of linear weights masked to zero
+pattern = 'unstructured'
+seed = 1337
+sparse24_shapes = [(3072, 768), (768, 3072), (4096, 1024), (16384, 4096), (4096, 16384)]  # (out, in)
+sparse24_tokens = 16384       # rows of the activation matrix fed to each linear
+out_json = None
+# -----------------------------------------------------------------------------
+from configurator import configure
+config = configure(globals())
+torch.manual_seed(seed)
+device_type = 'cuda' if 'cuda' in device else 'cpu'
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
+autocast = torch.autocast(device_type, dtype=ptdtype) if device_type == 'cuda' else nullcontext()
+
+
+def sync():
+    if device_type == 'cuda':
+        torch.cuda.synchronize()
+
+
+def get_batch():
+    if real_data:
+        import numpy as np
+        meta = json.load(open(f'{data_dir}/meta.json'))
+        data = np.memmap(f'{data_dir}/train.bin', dtype=meta['dtype'], mode='r')
+        ix = torch.randint(len(data) - block_size - 1, (batch_size,))
+        x = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix])
+        return x[:, :-1].to(device), x[:, 1:].to(device)
+    x = torch.randint(50000, (batch_size, block_size + 1), device=device)
+    return x[:, :-1], x[:, 1:]
+
+
+def time_training(model, loss_fn, pruner=None, label=''):
+    """Median ms/iter over num_iters full steps (forward, backward, clip, AdamW, masking)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device_type == 'cuda')
+    step = torch.compile(loss_fn) if compile else loss_fn
+    X, Y = get_batch()
+    if device_type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for it in range(warmup_iters + num_iters):
+        sync()
+        t0 = time.perf_counter()
+        with autocast:
+            loss = step(X, Y)
+        loss.backward()
+        if pruner is not None:
+            pruner.mask_grads()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if pruner is not None:
+            pruner.step(it + 1)  # iterations past the pruning event: masking only
+        sync()
+        if it >= warmup_iters:
+            times.append(time.perf_counter() - t0)
+        X, Y = get_batch()
+    ms = 1000 * sorted(times)[len(times) // 2]
+    tokens = batch_size * block_size
+    flops = model_flops_per_token * tokens / (ms / 1000)
+    peak = peak_flops(device)
+    row = dict(label=label, ms_per_iter=ms, tokens_per_sec=tokens / (ms / 1000),
+               mfu=flops / peak if peak else None, loss=loss.item(),
+               max_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if device_type == 'cuda' else None)
+    print(f"{label:>28s}: {ms:8.1f} ms/iter {row['tokens_per_sec']:>11,.0f} tok/s"
+          + (f"  MFU {100 * row['mfu']:.1f}%" if row['mfu'] else '') + f"  loss {row['loss']:.3f}")
+    return row
+
+
+results = dict(config=config, device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu',
+               torch=torch.__version__)
+if mode == 'train':
+    gconf = preset_config(model_preset, block_size=block_size)
+    model = GPT(gconf).to(device)
+    model_flops_per_token = model.flops_per_token(block_size)
+    print(f"{model_preset}: {model.param_counts()}, B={batch_size} T={block_size} {dtype} compile={compile} "
+          f"on {results['device']}")
+    results['ours'] = time_training(model, lambda x, y: model(x, y)[1], label='ours (dense)')
+    if final_sparsity > 0:
+        from prune import Pruner
+        # one event at iteration 0 takes the model to final_sparsity; timed steps only keep masks applied
+        pruner = Pruner(model, final_sparsity, prune_start=0, prune_end=0, prune_every=1, pattern=pattern)
+        sync()
+        t0 = time.perf_counter()
+        pruner.step(0)
+        sync()
+        results['prune_event_ms'] = 1000 * (time.perf_counter() - t0)
+        t0 = time.perf_counter()  # a later event: same work (scores, global selection), kernels already loaded
+        pruner.prune_to(final_sparsity)
+        sync()
+        results['prune_event_warm_ms'] = 1000 * (time.perf_counter() - t0)
+        print(f"{'pruning event':>28s}: {results['prune_event_ms']:8.1f} ms first, "
+              f"{results['prune_event_warm_ms']:.1f} ms later (one-off, to sparsity {pruner.stats()['sparsity']:.3f})")
+        results['ours_masked'] = time_training(model, lambda x, y: model(x, y)[1], pruner,
+                                               label=f'ours (masked {final_sparsity:.0%})')
+        results['masked_overhead'] = results['ours_masked']['ms_per_iter'] / results['ours']['ms_per_iter'] - 1
+        print(f"{'masked overhead':>28s}: {100 * results['masked_overhead']:+.1f}%")
+    if compare_hf:
+        del model
+        torch.cuda.empty_cache() if device_type == 'cuda' else None
+        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+        hf_config = GPTNeoXConfig(**{k: v for k, v in config_to_hf(gconf).items() if k not in ('architectures',)})
+        hf = GPTNeoXForCausalLM(hf_config).to(device)
+        hf.train()
+        results['hf'] = time_training(hf, lambda x, y: torch.nn.functional.cross_entropy(
+            hf(input_ids=x).logits.flatten(0, 1).float(), y.flatten()), label='transformers GPTNeoX')
+        results['speedup_vs_hf'] = results['hf']['ms_per_iter'] / results['ours']['ms_per_iter']
+        print(f"{'ours / transformers':>28s}: {results['speedup_vs_hf']:.2f}x tokens/s")
+elif mode == 'sparse24':
+    from prune import nm_mask, to_semi_structured
+    import torch.utils.benchmark as benchmark
+    half = torch.float16 if dtype == 'float16' else torch.bfloat16
+    results['sparse24'] = []
+    for out_f, in_f in sparse24_shapes:
+        lin = torch.nn.Linear(in_f, out_f, bias=False).to(device, half)
+        with torch.no_grad():
+            lin.weight.mul_(nm_mask(lin.weight.abs(), 2, 4).to(half))
+        x = torch.randn(sparse24_tokens, in_f, device=device, dtype=half)
+        with torch.no_grad():
+            dense_ms = benchmark.Timer('lin(x)', globals=dict(lin=lin, x=x)).blocked_autorange(min_run_time=1).median * 1e3
+            ref = lin(x)
+            converted = to_semi_structured(lin)
+            sparse_ms = benchmark.Timer('lin(x)', globals=dict(lin=lin, x=x)).blocked_autorange(min_run_time=1).median * 1e3
+            err = ((lin(x).float() - ref.float()).norm() / ref.float().norm()).item()
+        row = dict(out_features=out_f, in_features=in_f, tokens=sparse24_tokens, dense_ms=dense_ms,
+                   sparse_ms=sparse_ms, speedup=dense_ms / sparse_ms, converted=bool(converted), rel_err=err)
+        results['sparse24'].append(row)
+        print(f"{out_f:>6d}x{in_f:<6d} dense {dense_ms:7.3f} ms  2:4 {sparse_ms:7.3f} ms  "
+              f"speedup {row['speedup']:.2f}x  converted={row['converted']}  rel.err {err:.1e}")
+else:
+    raise SystemExit(f"error: unknown mode {mode!r}: use 'train' or 'sparse24'")
+
+if out_json:
+    with open(out_json, 'w') as f:
+        json.dump(results, f, indent=2)

@@ -1,0 +1,133 @@
+"""
+Sample from a trained model, nanoGPT style. Samples go to stdout, separated by '---------------'.
+  python sample.py --init_from=out-pydoc                          # a train.py out_dir (its ckpt.pt)
+  python sample.py --init_from=out-pydoc/model --start="FILE:prompt.txt" --num_samples=2 --top_p=0.9
+  python sample.py --init_from=EleutherAI/pythia-70m-deduped --start="The capital of France is" --temperature=0
+The tokenizer, unless named by `tokenizer`, comes from the model's metadata: a checkpoint's dataset meta.json;
+for a model directory its config.json "growing_sparse" record, else a tokenizer.json next to the weights, else
+the family's own (gpt2: GPT-2 BPE via tiktoken; gpt_neox: GPT-NeoX-20B, from tokenizer_path or the hub).
+"""
+import json
+import os
+import sys
+
+import torch
+
+from model import GPT, GPTConfig, resolve_model_dir
+from data.tokenizer import get_tokenizer, tokenizer_from_meta
+
+# -----------------------------------------------------------------------------
+init_from = 'out'             # a train.py out_dir (with ckpt.pt), or a Hugging Face model directory / hub id
+start = '\n'                  # the prompt, or 'FILE:path' to read it from a file; '' starts from end-of-text
+num_samples = 3
+max_new_tokens = 200
+temperature = 0.8             # 0: greedy
+top_k = 200                   # None: off
+top_p = None                  # nucleus sampling: keep the smallest set of tokens with probability >= top_p
+seed = 1337
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
+use_cache = True              # KV cache; False recomputes the whole context for every token
+tokenizer = None              # None: from the model's metadata; or 'gpt2' | 'gpt-neox-20b' | 'char'
+tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead of the hub)
+# -----------------------------------------------------------------------------
+from configurator import configure  # noqa: E402
+config = configure(globals())
+
+
+def fail(msg):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def load_meta(data_dir):
+    path = os.path.join(data_dir or '', 'meta.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def load_model():
+    """-> (model, tokenizer metadata: a meta.json dict, a tokenizer name, or None, model directory or None)"""
+    ckpt_path = os.path.join(init_from, 'ckpt.pt')
+    if os.path.exists(ckpt_path):
+        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+        if 'model' not in ckpt or 'model_args' not in ckpt:
+            fail(f"{ckpt_path} has no 'model'/'model_args': not a checkpoint written by train.py")
+        model = GPT(GPTConfig(**ckpt['model_args']))
+        model.load_state_dict(ckpt['model'])
+        data_dir = ckpt.get('config', {}).get('data_dir')
+        meta = load_meta(data_dir)
+        if meta is None and tokenizer is None:
+            fail(f"{ckpt_path} was trained on data_dir={data_dir!r}, which has no meta.json here to name the "
+                 f"tokenizer: pass --tokenizer=... (and --tokenizer_path=...)")
+        return model, meta, None
+    path = resolve_model_dir(init_from)
+    model = GPT.from_pretrained(path)
+    with open(os.path.join(path, 'config.json')) as f:
+        record = json.load(f).get('growing_sparse') or {}
+    tok = record.get('tokenizer')
+    if isinstance(tok, str):  # train.py's save_hf stores the name; its dataset's meta.json has the rest
+        meta = load_meta(record.get('data_dir'))
+        tok = meta if meta is not None and meta.get('tokenizer') == tok else tok
+    return model, tok, path
+
+
+def make_tokenizer(model, meta, model_dir):
+    if tokenizer is not None:
+        chars = meta.get('chars') if isinstance(meta, dict) else None
+        return get_tokenizer(tokenizer, path=tokenizer_path, chars=chars)
+    if isinstance(meta, dict):
+        if tokenizer_path is not None:  # the dataset was tokenized on another machine
+            meta = {**meta, 'tokenizer_path': tokenizer_path}
+        return tokenizer_from_meta(meta)
+    local = os.path.join(model_dir, 'tokenizer.json') if model_dir else None
+    local = local if local and os.path.exists(local) else None
+    # no record: a tokenizer.json shipped with the weights, else the family's own
+    name = meta or (None if local else {'gpt2': 'gpt2', 'gpt_neox': 'gpt-neox-20b'}[model.config.arch])
+    if name is None or name in ('gpt-neox-20b', 'pythia'):  # any `tokenizers` tokenizer.json loads this way
+        return get_tokenizer('gpt-neox-20b', path=tokenizer_path or local)
+    if name == 'gpt2':
+        return get_tokenizer('gpt2')
+    fail(f"{model_dir}: config.json names tokenizer {name!r} but not its alphabet or file (its data_dir has no "
+         f"meta.json here): pass --tokenizer=... and --tokenizer_path=...")
+
+
+try:
+    model, meta, model_dir = load_model()
+    tok = make_tokenizer(model, meta, model_dir)
+except (ValueError, FileNotFoundError, RuntimeError) as e:
+    fail(e)
+if tok.vocab_size > model.config.vocab_size:
+    fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
+         f"this is not the model's tokenizer; pass the right --tokenizer")
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
+if ptdtype is None:
+    fail(f"dtype={dtype!r}: use 'float32', 'bfloat16' or 'float16'")
+# inference only: the weights themselves in dtype, so the KV cache is in dtype too
+model.eval().to(device=device, dtype=ptdtype)
+
+if start.startswith('FILE:'):
+    try:
+        with open(start[5:], encoding='utf-8') as f:
+            start = f.read()
+    except OSError as e:
+        fail(f"cannot read the prompt file {start[5:]!r}: {e.strerror}")
+try:
+    start_ids = tok.encode(start) or [tok.eot]  # an empty prompt starts a new document
+except ValueError as e:
+    fail(f"cannot encode the prompt: {e}")
+x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]
+generator = torch.Generator(device=device).manual_seed(seed)
+
+with torch.no_grad():
+    for _ in range(num_samples):
+        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                           use_cache=use_cache, generator=generator)[0].tolist()
+        bad = sorted({i for i in y if i >= tok.vocab_size})
+        if bad:
+            fail(f"the model sampled ids {bad[:5]} that the {tok.name} tokenizer (vocab {tok.vocab_size}) cannot "
+                 f"decode: its vocab_size {model.config.vocab_size} includes padding ids it was never trained on")
+        print(tok.decode(y))
+        print('---------------')
