@@ -1,0 +1,229 @@
+"""
+Tokenize a corpus into what train.py and sample.py read, in out_dir:
+  train.bin, val.bin   token ids back to back, every document followed by the tokenizer's end-of-text id;
+                       uint16 when vocab_size < 65536, else uint32 (np.memmap-able, no header)
+  meta.json            the tokenizer's meta (name, vocab_size, eot, alphabet or tokenizer path), dtype,
+                       source, token and document counts
+Sources (input=...; a path, a glob, or several separated by commas):
+  *.txt                one document per file
+  *.jsonl[.gz|.xz]     one document per line, field text_key
+  *.parquet            column text_key
+  anything else        a Hugging Face hub dataset id, streamed through `datasets` (hf_name, hf_split, max_docs)
+Validation: val_input=... (same kinds), or else every round(1/val_fraction)-th document goes to val.
+  python data/prepare.py --input='../shared/data/enwiki/enwiki_train_*.jsonl.xz' \
+      --val_input=../shared/data/enwiki/enwiki_val.jsonl.xz --out_dir=data/enwiki
+  python data/prepare.py --input=HuggingFaceFW/fineweb-edu --hf_name=sample-10BT --max_docs=1000000 \
+      --tokenizer=gpt-neox-20b --out_dir=data/fineweb-edu
+The other prepare scripts (data/*/prepare.py) import write_dataset from here.
+"""
+import glob
+import gzip
+import itertools
+import json
+import lzma
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+from data.tokenizer import NEOX_HUB_ID, get_tokenizer  # noqa: E402
+
+
+def token_dtype(vocab_size):
+    return 'uint16' if vocab_size < 2 ** 16 else 'uint32'
+
+
+def iter_documents(spec, text_key='text', hf_name=None, hf_split='train', max_docs=None):
+    """Yield the documents (str) of local files or a streamed hub dataset, in a fixed order."""
+    paths = []
+    for part in spec.split(','):
+        matches = sorted(glob.glob(os.path.expanduser(part)))
+        if not matches and (os.path.sep in part or part.endswith(('.txt', '.jsonl', '.gz', '.xz', '.parquet'))):
+            raise FileNotFoundError(f"input {part!r} matches no file")
+        paths += matches
+    if not paths:
+        yield from itertools.islice(_hub_documents(spec, text_key, hf_name, hf_split), max_docs)
+        return
+    for p in paths:
+        if not p.endswith(('.txt', '.jsonl', '.jsonl.gz', '.jsonl.xz', '.parquet')):
+            raise ValueError(f"{p}: unsupported file type; use .txt, .jsonl[.gz|.xz] or .parquet")
+    yield from itertools.islice(_file_documents(paths, text_key), max_docs)
+
+
+def _file_documents(paths, text_key):
+    for p in paths:
+        if p.endswith('.txt'):
+            with open(p, encoding='utf-8') as f:
+                yield f.read()
+        elif p.endswith('.parquet'):
+            import pyarrow.parquet as pq
+            for batch in pq.ParquetFile(p).iter_batches(columns=[text_key]):
+                yield from batch.column(0).to_pylist()
+        else:
+            opener = {'.gz': gzip.open, '.xz': lzma.open}.get(os.path.splitext(p)[1], open)
+            with opener(p, 'rt', encoding='utf-8') as f:
+                for n, line in enumerate(f, 1):
+                    if line.strip():
+                        row = json.loads(line)
+                        if text_key not in row:
+                            raise KeyError(f"{p}:{n} has no field {text_key!r} (fields: {', '.join(row)}); "
+                                           f"pass --text_key=...")
+                        yield row[text_key]
+
+
+def _hub_documents(name, text_key, hf_name, hf_split):
+    from datasets import load_dataset
+    try:
+        ds = load_dataset(name, hf_name, split=hf_split, streaming=True)
+    except Exception as e:
+        raise FileNotFoundError(f"{name!r} is neither a local file nor a loadable hub dataset "
+                                f"({type(e).__name__}: {e})") from None
+    for row in ds:
+        yield row[text_key]
+
+
+# ----------------------------------------------------------------------------- multiprocess tokenization
+_tok = None
+
+
+def _init_worker(name, path, chars):
+    global _tok
+    _tok = get_tokenizer(name, path=None if path == NEOX_HUB_ID else path, chars=chars)
+
+
+def _encode_chunk(chunk):
+    """chunk: [(is_val, text), ...] -> (train ids, val ids, train docs, val docs); each document ends with eot."""
+    out, n = ([], []), [0, 0]
+    for is_val, text in chunk:
+        out[is_val].extend(_tok.encode(text))
+        out[is_val].append(_tok.eot)
+        n[is_val] += 1
+    return np.array(out[0], dtype=np.uint32), np.array(out[1], dtype=np.uint32), n[0], n[1]
+
+
+def _ordered_map(fn, items, num_proc, init_args):
+    """fn over items in num_proc processes, results in order, at most 2*num_proc chunks in flight
+    (Pool.imap would read a streamed corpus into memory as fast as it can)."""
+    if num_proc <= 1:
+        _init_worker(*init_args)
+        yield from map(fn, items)
+        return
+    import collections
+    import multiprocessing
+    with multiprocessing.Pool(num_proc, _init_worker, init_args) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.apply_async(fn, (item,)))
+            if len(pending) >= 2 * num_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+def _chunks(labelled_docs, chunk_chars):
+    chunk, size = [], 0
+    for item in labelled_docs:
+        chunk.append(item)
+        size += len(item[1])
+        if size >= chunk_chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005, num_proc=None,
+                  chunk_chars=1_000_000):
+    """Tokenize docs (and val_docs) with tok into out_dir/{train,val}.bin + meta.json.
+    Without val_docs, document i goes to val when floor((i+1)*f) > floor(i*f): an evenly spread fraction f.
+    Outputs are written to .tmp files and renamed at the end, meta.json last: a meta.json means a complete dataset."""
+    if val_docs is not None:
+        labelled = itertools.chain(((0, d) for d in docs), ((1, d) for d in val_docs))
+    else:
+        if not 0 < val_fraction < 1:
+            raise ValueError(f"val_fraction={val_fraction} must lie in (0, 1)")
+        labelled = ((int((i + 1) * val_fraction) > int(i * val_fraction), d) for i, d in enumerate(docs))
+    dtype = token_dtype(tok.vocab_size)
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {s: os.path.join(out_dir, f'{s}.bin') for s in ('train', 'val')}
+    counts = {'train_tokens': 0, 'val_tokens': 0, 'train_docs': 0, 'val_docs': 0}
+    files = {s: open(p + '.tmp', 'wb') for s, p in paths.items()}
+    t0, complete = time.time(), False
+    try:
+        from tqdm import tqdm
+        init_args = (tok.name, tok.extra.get('tokenizer_path'), tok.extra.get('chars'))
+        results = _ordered_map(_encode_chunk, _chunks(labelled, chunk_chars), num_proc or os.cpu_count(), init_args)
+        with tqdm(desc=f'tokenizing ({tok.name})', unit='tok', unit_scale=True, disable=None) as bar:
+            for train_ids, val_ids, n_train, n_val in results:
+                for s, a, n in (('train', train_ids, n_train), ('val', val_ids, n_val)):
+                    counts[f'{s}_tokens'] += len(a)
+                    counts[f'{s}_docs'] += n
+                    files[s].write(a.astype(dtype).tobytes())
+                bar.update(len(train_ids) + len(val_ids))
+        complete = counts['train_docs'] > 0 and counts['val_docs'] > 0
+    finally:
+        for f in files.values():
+            f.close()
+        if not complete:  # an exception or an empty split: leave nothing half-written
+            for p in paths.values():
+                os.remove(p + '.tmp')
+    if not complete:
+        raise ValueError(f"the {'train' if counts['train_docs'] == 0 else 'val'} split came out empty "
+                         f"({counts['train_docs']} train / {counts['val_docs']} val documents): pass more documents, "
+                         f"a larger val_fraction, or a separate val_input")
+    for p in paths.values():
+        os.replace(p + '.tmp', p)
+    meta = dict(tok.meta(), dtype=dtype, source=source, **counts)
+    with open(os.path.join(out_dir, 'meta.json.tmp'), 'w') as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(out_dir, 'meta.json.tmp'), os.path.join(out_dir, 'meta.json'))
+    print(f"wrote {out_dir}: {counts['train_tokens']:,} train tokens ({counts['train_docs']:,} docs), "
+          f"{counts['val_tokens']:,} val tokens ({counts['val_docs']:,} docs), {dtype}, "
+          f"{time.time() - t0:.1f} s")
+    return meta
+
+
+def split_text(text, val_fraction):
+    """One long text -> (train part, val part), cut at the first line break after the (1 - val_fraction) point."""
+    cut = text.find('\n', int(len(text) * (1 - val_fraction)))
+    cut = len(text) - 1 if cut < 0 else cut + 1
+    return text[:cut], text[cut:]
+
+
+def char_alphabet(texts):
+    return ''.join(sorted(set().union(*map(set, texts))))
+
+
+if __name__ == '__main__':
+    # -----------------------------------------------------------------------------
+    input = None              # files (path, glob, comma-separated) or a hub dataset id
+    val_input = None          # a separate validation source; else val_fraction of the documents
+    val_fraction = 0.005
+    out_dir = None
+    tokenizer = 'gpt2'        # 'gpt2' | 'gpt-neox-20b' | 'char'
+    tokenizer_path = None     # a local tokenizer.json for gpt-neox-20b (else fetched from the hub)
+    text_key = 'text'         # the jsonl field / parquet column / dataset column holding the text
+    hf_name = None            # hub dataset config, e.g. 'sample-10BT'
+    hf_split = 'train'
+    max_docs = None           # stop after this many documents (of input)
+    num_proc = os.cpu_count()
+    chunk_chars = 1_000_000   # documents per worker task, in characters
+    # -----------------------------------------------------------------------------
+    from configurator import configure
+    configure(globals())
+    if input is None or out_dir is None:
+        sys.exit("error: pass --input=FILES_OR_HUB_ID and --out_dir=DIR")
+    try:
+        docs = iter_documents(input, text_key, hf_name, hf_split, max_docs)
+        val_docs = iter_documents(val_input, text_key, hf_name, hf_split) if val_input else None
+        chars = None
+        if tokenizer == 'char':  # the alphabet is the corpus's: read everything first
+            docs, val_docs = list(docs), list(val_docs) if val_docs is not None else None
+            chars = char_alphabet(docs + (val_docs or []))
+        tok = get_tokenizer(tokenizer, path=tokenizer_path, chars=chars)
+        write_dataset(out_dir, docs, tok, source=input + (f' (val: {val_input})' if val_input else ''),
+                      val_docs=val_docs, val_fraction=val_fraction, num_proc=num_proc, chunk_chars=chunk_chars)
+    except (OSError, ValueError, KeyError) as e:
+        sys.exit(f"error: {e}")

@@ -1,0 +1,147 @@
+"""train.py end to end on a tiny model and a tiny char dataset: exact resume, DDP equivalence,
+crash-safe checkpoints, NaN stop, torch.compile. Every run is a subprocess, as a user would run it."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
+        '--batch_size=4', '--eval_iters=2', '--log_interval=1', '--learning_rate=1e-2', '--min_lr=1e-3',
+        '--warmup_iters=2', '--lr_decay_iters=8', '--weight_decay=0.1']
+ENV = dict(os.environ, OMP_NUM_THREADS='1')
+
+
+def train(*args, torchrun=False, check=True):
+    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun
+           else [sys.executable]) + ['train.py', *TINY, *args]
+    r = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def metrics(out_dir):
+    with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
+        rows = [json.loads(line) for line in f]
+    train_rows = {r['iter']: r for r in rows if 'train_loss' in r}
+    val_rows = {r['iter']: r['val_loss'] for r in rows if 'val_loss' in r}
+    return train_rows, val_rows
+
+
+def load_ckpt(out_dir):
+    return torch.load(os.path.join(out_dir, 'ckpt.pt'), map_location='cpu', weights_only=True)
+
+
+def expected_lr(it, lr=1e-2, min_lr=1e-3, warmup=2, decay=8):
+    import math
+    if it < warmup:
+        return lr * (it + 1) / (warmup + 1)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * (it - warmup) / (decay - warmup))) * (lr - min_lr)
+
+
+def test_exact_resume(data_dir, tmp_path):
+    """4 iterations + resume for 4 more == 8 uninterrupted: identical losses, lr and final weights.
+    Dropout is on, so the restored torch RNG state is exercised too; 2 micro-steps per iteration."""
+    a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
+    common = [f'--data_dir={data_dir}', '--eval_interval=4', '--dropout=0.1', '--gradient_accumulation_steps=2']
+    train(*common, f'--out_dir={a}', '--max_iters=4')
+    assert load_ckpt(a)['iter_num'] == 4
+    train(*common, f'--out_dir={a}', '--max_iters=8', '--init_from=resume')
+    train(*common, f'--out_dir={b}', '--max_iters=8')
+    (ta, va), (tb, vb) = metrics(a), metrics(b)
+    assert sorted(ta) == sorted(tb) == list(range(1, 9))
+    for it in range(1, 9):
+        assert ta[it]['train_loss'] == tb[it]['train_loss'], it
+        assert ta[it]['lr'] == pytest.approx(expected_lr(it - 1), rel=1e-6)  # lr of the iteration just run
+        assert ta[it]['lr'] == tb[it]['lr']
+        assert ta[it]['tokens'] == it * 2 * 4 * 32
+    assert va == vb and sorted(va) == [0, 4, 8]
+    assert ta[1]['train_loss'] != ta[8]['train_loss']  # it trained
+    ca, cb = load_ckpt(a), load_ckpt(b)
+    assert ca['iter_num'] == cb['iter_num'] == 8
+    for k in cb['model']:
+        assert torch.equal(ca['model'][k], cb['model'][k]), k
+    assert torch.equal(ca['rng']['torch'], cb['rng']['torch'])
+    with open(os.path.join(a, 'config.json')) as f:
+        saved = json.load(f)
+    assert saved['config']['init_from'] == 'resume' and saved['config']['data_dir'] == data_dir
+    assert saved['model_args']['n_embd'] == 32 and saved['model_args']['vocab_size'] % 64 == 0
+
+
+def test_ddp_matches_one_process(data_dir, tmp_path):
+    """torchrun with 2 gloo ranks x 2 micro-steps == 1 process x 4 micro-steps: the same global batch,
+    so the same losses up to float32 summation order."""
+    one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+    common = [f'--data_dir={data_dir}', '--max_iters=4', '--eval_interval=4', '--gradient_accumulation_steps=4']
+    train(*common, f'--out_dir={one}')
+    train(*common, f'--out_dir={two}', torchrun=True)
+    (t1, v1), (t2, v2) = metrics(one), metrics(two)
+    assert sorted(t1) == sorted(t2) == [1, 2, 3, 4]
+    for it in t1:
+        assert t2[it]['train_loss'] == pytest.approx(t1[it]['train_loss'], rel=1e-5, abs=0), it
+    for it in v1:
+        assert v2[it] == pytest.approx(v1[it], rel=1e-5, abs=0), it
+    w1, w2 = load_ckpt(one)['model'], load_ckpt(two)['model']
+    for k in w1:
+        a, b = w1[k], w2[k]
+        if k.endswith('attn.c_attn.bias'):
+            # the key bias adds q.b_k to every logit of a query, which softmax ignores: its true gradient is 0,
+            # and Adam's m/sqrt(v) turns the float noise left in it into +-lr steps. Compare q and v biases only.
+            keep = (torch.arange(a.numel()) // 16) % 3 != 1  # head_size 16, rows [q_h k_h v_h] per head
+            a, b = a[keep], b[keep]
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_crash_during_save_keeps_last_checkpoint(data_dir, tmp_path):
+    """Kill the process halfway through writing the next checkpoint: ckpt.pt is still the last complete one,
+    and resuming from it works. Then a NaN stops the run without overwriting it, and garbage is refused."""
+    out = str(tmp_path / 'crash')
+    common = [f'--data_dir={data_dir}', f'--out_dir={out}', '--eval_interval=2']
+    train(*common, '--max_iters=2')
+    before = load_ckpt(out)
+    # a driver that runs train.py with torch.save replaced by one that dies after writing some bytes
+    driver = ("import os, runpy, sys, torch\n"
+              "def dying_save(obj, f, *a, **k):\n"
+              "    f.write(b'PK partial checkpoint'); f.flush(); os._exit(3)\n"
+              "torch.save = dying_save\n"
+              "sys.argv = ['train.py'] + sys.argv[1:]\n"
+              "runpy.run_path('train.py', run_name='__main__')\n")
+    r = subprocess.run([sys.executable, '-c', driver, *TINY, *common, '--max_iters=4', '--init_from=resume'],
+                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert os.path.getsize(os.path.join(out, 'ckpt.pt.tmp')) > 0  # it really died mid-save
+    after = load_ckpt(out)
+    assert after['iter_num'] == 2
+    for k in before['model']:
+        assert torch.equal(after['model'][k], before['model'][k])
+    train(*common, '--max_iters=4', '--init_from=resume')
+    assert load_ckpt(out)['iter_num'] == 4
+
+    # divergence: a huge learning rate makes the loss non-finite; the run stops, ckpt.pt stays at iter 4
+    r = train(*common, '--max_iters=8', '--init_from=resume', '--learning_rate=1e30', '--min_lr=1e30',
+              check=False)
+    assert r.returncode != 0 and 'diverged' in r.stderr, r.stderr[-2000:]
+    assert load_ckpt(out)['iter_num'] == 4
+
+    with open(os.path.join(out, 'ckpt.pt'), 'wb') as f:
+        f.write(b'not a checkpoint')
+    r = train(*common, '--max_iters=6', '--init_from=resume', check=False)
+    assert r.returncode == 1 and 'not a readable checkpoint' in r.stderr, r.stderr[-2000:]
+
+
+def test_compile_matches_eager(data_dir, tmp_path):
+    """torch.compile (inductor on CPU) gives the same losses as eager, to float32 kernel-fusion rounding."""
+    common = [f'--data_dir={data_dir}', '--max_iters=2', '--eval_interval=2', '--n_layer=1', '--eval_iters=1']
+    train(*common, f'--out_dir={tmp_path / "eager"}')
+    train(*common, f'--out_dir={tmp_path / "compiled"}', '--compile=True')
+    (te, ve), (tc, vc) = metrics(str(tmp_path / 'eager')), metrics(str(tmp_path / 'compiled'))
+    for it in te:
+        assert tc[it]['train_loss'] == pytest.approx(te[it]['train_loss'], rel=1e-5), it
+    for it in ve:
+        assert vc[it] == pytest.approx(ve[it], rel=1e-5), it

@@ -1,0 +1,382 @@
+"""
+Train a GPT (Pythia / GPT-2 architecture), nanoGPT style, optionally pruning it as it trains.
+  python train.py config/train_pydoc_cpu.py                     # one process (CPU or one GPU)
+  python train.py config/x.py --init_from=resume                # continue out_dir/ckpt.pt exactly
+  torchrun --standalone --nproc_per_node=8 train.py config/x.py # DDP, one process per GPU
+init_from: 'scratch' (model_preset and/or the shape keys), 'resume', or a Hugging Face model directory / hub id.
+Exactness: the global batch of iteration t is a function of (seed, t) alone, so resuming from a checkpoint or
+changing the number of ranks (same gradient_accumulation_steps) replays the same tokens.
+out_dir gets config.json (the resolved config), ckpt.pt (atomic), metrics.jsonl (one JSON object per line),
+and model/ (a Hugging Face directory) with save_hf=True.
+"""
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model import GPT, GPTConfig, preset_config, peak_flops
+
+# -----------------------------------------------------------------------------
+# I/O
+out_dir = 'out'
+data_dir = 'data/pydoc'       # a folder with train.bin, val.bin, meta.json (data/*/prepare.py)
+eval_interval = 250           # evaluate and save a checkpoint every this many iterations, and at the end
+eval_iters = 20               # val batches per evaluation (always the same batches)
+log_interval = 10
+eval_only = False             # evaluate the initial model and exit
+always_save_checkpoint = True # False: save only when val loss improves
+save_hf = False               # at the end also write out_dir/model as a Hugging Face directory
+# model
+init_from = 'scratch'         # 'scratch' | 'resume' | a Hugging Face model directory or hub id
+model_preset = 'pythia-14m'   # scratch: a model.PRESETS name; the shape keys below override it (None: preset's)
+arch = None
+n_layer = None
+n_head = None
+n_embd = None
+mlp_width = None
+vocab_size = None             # scratch: the dataset's vocab rounded up to a multiple of 64
+block_size = None             # training context; None: the model's
+dropout = 0.0
+# batch: tokens per iteration = gradient_accumulation_steps * batch_size * block_size, for any number of ranks
+batch_size = 12               # sequences per micro-step
+gradient_accumulation_steps = 1  # micro-steps per iteration, over all ranks (a multiple of the world size)
+# AdamW and the learning rate: linear warmup, then cosine down to min_lr at lr_decay_iters
+learning_rate = 6e-4
+max_iters = 5000
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0               # 0: off
+decay_lr = True
+warmup_iters = 100
+lr_decay_iters = None         # None: max_iters
+min_lr = 6e-5
+# pruning (prune.py), off when final_sparsity == 0
+final_sparsity = 0.0
+prune_start = 0
+prune_end = 0
+prune_every = 100
+prune_schedule = 'cubic'
+scope = 'global'
+pattern = 'unstructured'
+score = 'magnitude'
+prune_head = True
+# system
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+dtype = 'bfloat16'            # autocast dtype on GPU ('bfloat16' | 'float32'); CPU always trains in float32
+compile = False               # torch.compile the model
+seed = 1337
+wandb_log = False
+wandb_project = 'growing-sparse'
+wandb_run_name = None
+# -----------------------------------------------------------------------------
+from configurator import configure  # noqa: E402
+config = configure(globals())
+
+
+def fail(msg):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+# distributed: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; every rank runs this whole script
+ddp = 'RANK' in os.environ
+if ddp:
+    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
+    rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), dist.get_world_size()
+    if device.startswith('cuda'):
+        device = f'cuda:{local_rank}'
+        torch.cuda.set_device(device)
+else:
+    rank, local_rank, world_size = 0, 0, 1
+master = rank == 0
+if gradient_accumulation_steps % world_size:
+    fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the world size "
+         f"{world_size}: each rank runs an equal share of the micro-steps")
+local_steps = gradient_accumulation_steps // world_size
+device_type = 'cuda' if device.startswith('cuda') else 'cpu'
+if dtype not in ('bfloat16', 'float32'):
+    fail(f"dtype={dtype!r}: use 'bfloat16' or 'float32'")
+autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if device_type == 'cuda' and dtype == 'bfloat16'
+            else nullcontext())
+if device_type == 'cuda':
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+# -----------------------------------------------------------------------------
+# data: np.memmap'd token ids; batches drawn from seeded generators, never from global RNG state
+meta_path = os.path.join(data_dir, 'meta.json')
+if not os.path.exists(meta_path):
+    fail(f"{meta_path} not found: run a data/*/prepare.py script first, or pass --data_dir=DIR")
+with open(meta_path) as f:
+    meta = json.load(f)
+
+
+def load_tokens(split):
+    return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=meta['dtype'], mode='r')
+
+
+def get_batch(split, *key):
+    """The batch_size sequences named by key: ('train', iter_num, micro_step) or ('val', k).
+    The memmap is reopened each call (a long-lived one keeps growing resident memory)."""
+    data = load_tokens(split)
+    rng = np.random.default_rng([seed if split == 'train' else 0, *key])  # val batches: the same for every run
+    ix = rng.integers(0, len(data) - block_size, size=batch_size)
+    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
+    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    if device_type == 'cuda':
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x, y
+
+
+# -----------------------------------------------------------------------------
+# model
+torch.manual_seed(seed)
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+checkpoint = None
+shape = {k: v for k, v in dict(arch=arch, n_layer=n_layer, n_head=n_head, n_embd=n_embd, mlp_width=mlp_width,
+                                vocab_size=vocab_size, dropout=dropout).items() if v is not None}
+try:
+    if init_from == 'scratch':
+        shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # round up: matmul-friendly
+        if block_size is not None:
+            shape['block_size'] = block_size
+        model_config = (preset_config(model_preset, **shape) if model_preset is not None else GPTConfig(**shape))
+        model = GPT(model_config)
+    elif init_from == 'resume':
+        try:
+            checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
+            missing = {'model', 'optimizer', 'model_args', 'iter_num', 'rng'} - set(checkpoint)
+        except FileNotFoundError:
+            fail(f"init_from='resume' but {ckpt_path} does not exist: train into this out_dir first")
+        except Exception as e:
+            fail(f"{ckpt_path} is not a readable checkpoint ({type(e).__name__}: {e}); restore it or start over")
+        if missing:
+            fail(f"{ckpt_path} is missing {sorted(missing)}: not a checkpoint written by train.py")
+        clash = {k: v for k, v in shape.items() if checkpoint['model_args'].get(k) != v and k != 'dropout'}
+        if clash:
+            fail(f"{ckpt_path} holds a model with {({k: checkpoint['model_args'].get(k) for k in clash})}, not "
+                 f"{clash}: resume takes the shape from the checkpoint; drop those keys")
+        model = GPT(GPTConfig(**checkpoint['model_args']))
+        try:
+            model.load_state_dict(checkpoint['model'])
+        except RuntimeError as e:
+            fail(f"{ckpt_path}: weights do not match its model_args: {str(e).splitlines()[1:3]}")
+    else:
+        model = GPT.from_pretrained(init_from)
+        if set(shape) - {'dropout'}:
+            fail(f"init_from={init_from!r} takes the shape from the model; drop {sorted(set(shape) - {'dropout'})}")
+        model.config.dropout = dropout
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = dropout
+            if hasattr(m, 'dropout') and isinstance(m.dropout, float):
+                m.dropout = dropout
+except (ValueError, TypeError, FileNotFoundError) as e:
+    fail(e)
+raw_model = model  # the plain GPT: state_dict, pruning, evaluation, saving
+if block_size is None:
+    block_size = model.config.block_size
+    config['block_size'] = block_size
+if block_size > model.config.block_size:
+    fail(f"block_size={block_size} exceeds the model's context of {model.config.block_size}")
+if meta['vocab_size'] > model.config.vocab_size:
+    fail(f"the dataset's tokenizer ({meta['tokenizer']}) has {meta['vocab_size']} ids but the model only "
+         f"{model.config.vocab_size}: use a dataset made with the model's tokenizer")
+if len(load_tokens('train')) <= block_size or len(load_tokens('val')) <= block_size:
+    fail(f"{data_dir}: a split has fewer than block_size+1={block_size + 1} tokens")
+model.to(device)
+optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+pruner = None
+if final_sparsity > 0:
+    from prune import Pruner
+    try:
+        pruner = Pruner(raw_model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule=prune_schedule,
+                        scope=scope, pattern=pattern, score=score, prune_head=prune_head)
+    except ValueError as e:
+        fail(e)
+iter_num, best_val_loss = 0, float('inf')
+if checkpoint is not None:
+    optimizer.load_state_dict(checkpoint['optimizer'])
+    if ('pruner' in checkpoint) != (pruner is not None):
+        fail(f"{ckpt_path} was saved {'with' if 'pruner' in checkpoint else 'without'} pruning; resume with the "
+             f"same final_sparsity and pruning settings")
+    if pruner is not None:
+        pruner.load_state_dict(checkpoint['pruner'])
+    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    rng = checkpoint['rng']
+    torch.set_rng_state(rng['torch'])
+    if device_type == 'cuda' and 'cuda' in rng:
+        torch.cuda.set_rng_state(rng['cuda'])
+    np.random.set_state(('MT19937', rng['numpy'].numpy().astype(np.uint32), *rng['numpy_pos']))
+    random.setstate((rng['python'][0], tuple(rng['python'][1]), rng['python'][2]))
+    checkpoint = None  # free memory
+fwd_model = torch.compile(model) if compile else model  # the forward used for evaluation (no DDP)
+model = DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else fwd_model
+
+tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+flops_per_iter = raw_model.flops_per_token(block_size) * tokens_per_iter
+peak = peak_flops(device)
+
+
+def get_lr(it):
+    """Linear warmup for warmup_iters, then cosine from learning_rate to min_lr at lr_decay_iters."""
+    if not decay_lr:
+        return learning_rate
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    decay_iters = lr_decay_iters or max_iters
+    if it >= decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+@torch.no_grad()
+def estimate_val_loss():
+    fwd_model.eval()
+    losses = torch.zeros(eval_iters)
+    for k in range(eval_iters):
+        x, y = get_batch('val', k)
+        with autocast:
+            _, loss = fwd_model(x, y)
+        losses[k] = loss.item()
+    fwd_model.train()
+    return losses.mean().item()
+
+
+def save_checkpoint():
+    """Temp file + fsync + rename: a crash mid-save leaves the previous ckpt.pt whole."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    rng = dict(torch=torch.get_rng_state(), numpy=torch.from_numpy(np_state[1].astype(np.int64)),
+               numpy_pos=list(np_state[2:]), python=[py_state[0], list(py_state[1]), py_state[2]])
+    if device_type == 'cuda':
+        rng['cuda'] = torch.cuda.get_rng_state()
+    ckpt = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=asdict(raw_model.config),
+                config=config, iter_num=iter_num, tokens=iter_num * tokens_per_iter, best_val_loss=best_val_loss,
+                rng=rng)
+    if pruner is not None:
+        ckpt['pruner'] = pruner.state_dict()
+    tmp = ckpt_path + '.tmp'
+    with open(tmp, 'wb') as f:
+        torch.save(ckpt, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, ckpt_path)
+
+
+def log_metrics(record):
+    with open(os.path.join(out_dir, 'metrics.jsonl'), 'a') as f:
+        f.write(json.dumps(record) + '\n')
+    if wandb_log:
+        wandb.log(record, step=record['iter'])
+
+
+def evaluate_and_save():
+    global best_val_loss
+    val_loss = estimate_val_loss()
+    if not math.isfinite(val_loss):
+        fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good "
+             f"state (try a lower learning_rate or more warmup_iters)")
+    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss, lr=get_lr(iter_num),
+                  **{f'params_{k}': v for k, v in raw_model.param_counts().items()})
+    if pruner is not None:
+        record.update(pruner.stats())
+    print(f"iter {iter_num}: val loss {val_loss:.4f}")
+    log_metrics(record)
+    if iter_num > 0 and (val_loss < best_val_loss or always_save_checkpoint):
+        best_val_loss = min(best_val_loss, val_loss)
+        save_checkpoint()
+
+
+# -----------------------------------------------------------------------------
+if eval_only:
+    if master:
+        print(f"val loss {estimate_val_loss():.4f}")
+    sys.exit(0)  # an evaluation writes nothing
+if master:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+        json.dump(dict(config=config, model_args=asdict(raw_model.config), world_size=world_size,
+                       tokens_per_iter=tokens_per_iter, dataset=meta.get('source')), f, indent=1)
+    print(f"model: {raw_model.param_counts()} | {tokens_per_iter:,} tokens/iter over {world_size} rank(s)")
+    if wandb_log:
+        import wandb
+        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+
+# the loop; iter_num counts finished iterations, so a checkpoint at iter_num resumes with iteration iter_num
+if master:
+    if init_from == 'resume':  # drop metrics of iterations after the checkpoint: they are about to be replayed
+        path = os.path.join(out_dir, 'metrics.jsonl')
+        if os.path.exists(path):
+            with open(path) as f:
+                kept = [line for line in f if json.loads(line)['iter'] <= iter_num]
+            with open(path + '.tmp', 'w') as f:
+                f.writelines(kept)
+            os.replace(path + '.tmp', path)
+    else:
+        evaluate_and_save()
+loss_sum = torch.zeros((), device=device)  # sum over this rank's micro-steps of loss / gradient_accumulation_steps
+iters_since_log, t0 = 0, time.time()
+while iter_num < max_iters:
+    lr = get_lr(iter_num)
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    # rank r runs micro-steps r, r+W, r+2W, ... of the global batch; scaling each loss by 1/local_steps and
+    # DDP's mean over W ranks together average the gradient over all gradient_accumulation_steps micro-steps
+    for j in range(local_steps):
+        x, y = get_batch('train', iter_num, rank + j * world_size)
+        # DDP all-reduces gradients only after the last micro-step
+        with model.no_sync() if ddp and j < local_steps - 1 else nullcontext():
+            with autocast:
+                _, loss = model(x, y)
+            (loss / local_steps).backward()
+        loss_sum += loss.detach() / gradient_accumulation_steps
+    if pruner is not None:
+        pruner.mask_grads()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if pruner is not None:
+        pruner.step(iter_num)
+    iter_num += 1
+    iters_since_log += 1
+
+    if iter_num % log_interval == 0 or iter_num == max_iters:
+        if ddp:
+            dist.all_reduce(loss_sum)  # every rank learns the loss, so every rank can stop on NaN
+        train_loss = loss_sum.item() / iters_since_log  # mean over the global batches since the last log
+        loss_sum.zero_()
+        if not math.isfinite(train_loss):
+            fail(f"train loss is {train_loss} at iter {iter_num}: training diverged; "
+                 f"{ckpt_path} keeps the last good state (try a lower learning_rate or more warmup_iters)")
+        dt = (time.time() - t0) / iters_since_log
+        iters_since_log, t0 = 0, time.time()
+        if master:
+            mfu = flops_per_iter / dt / (peak * world_size) if peak else None
+            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, "
+                  f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.1f}%" if mfu else ""))
+            log_metrics(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
+                             tok_per_sec=tokens_per_iter / dt, mfu=mfu))
+    if master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+        evaluate_and_save()
+        t0 = time.time()  # evaluation time is not training throughput
+
+if master and save_hf:
+    raw_model.save_pretrained(os.path.join(out_dir, 'model'),
+                              extra_meta=dict(data_dir=data_dir, iter_num=iter_num, tokenizer=meta['tokenizer'],
+                                              **(pruner.stats() if pruner is not None else {})))
+if ddp:
+    dist.barrier()  # rank 0 may still be evaluating and saving
+    dist.destroy_process_group()
