@@ -1,0 +1,560 @@
+"""
+Magnitude pruning of the linear weights (every linear in the blocks + the untied head), one-shot or gradual.
+One-shot, writing a Hugging Face model directory whose pruned weights are exact zeros:
+  python prune.py --init_from=out/model --out_dir=out-pruned --sparsity=0.5
+  python prune.py --init_from=out/ckpt.pt --out_dir=out-24 --pattern=2:4 --score=wanda --data_dir=data/pydoc
+Gradual, inside train.py (final_sparsity > 0 there builds a Pruner):
+  pruner = Pruner(model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule='geometric')
+  ... loss.backward(); pruner.mask_grads(); clip; optimizer.step(); pruner.step(iter_num)
+Scores: 'magnitude' |W|; 'wanda' |W| * ||X_j||_2 (Sun et al. 2023, one-shot only, needs data_dir);
+'balanced' |W| after row/column balancing: the growth-aware score (see balanced_scores).
+Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N + 0.5) of them.
+"""
+import json
+import math
+import os
+import shutil
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+# -----------------------------------------------------------------------------
+# one-shot CLI defaults (read by configure(globals()) in main(); importing prune changes nothing)
+init_from = None              # a Hugging Face model directory, a train.py out_dir, or a ckpt.pt path
+out_dir = None                # the pruned model directory (must not exist, or be empty)
+sparsity = 0.5                # fraction of the linear weights set to zero; N:M patterns fix it at 1 - N/M
+scope = 'global'              # 'global': one threshold over all layers | 'layer': each layer at `sparsity` | 'row'
+pattern = 'unstructured'      # 'unstructured' or 'N:M' (keep N of every M consecutive inputs), e.g. '2:4'
+score = 'magnitude'           # 'magnitude' | 'wanda' | 'balanced' (growth-aware)
+prune_head = True             # also prune the untied output head (a tied head is the embedding: never pruned)
+data_dir = None               # a prepared dataset (train.bin, val.bin, meta.json): val loss before/after, calibration
+batch_size = 8
+block_size = None             # None: min(the model's, 1024)
+eval_iters = 20               # val batches, the same ones train.py uses for its val loss at this batch shape
+calib_batches = 8             # wanda: train batches whose activations weigh the scores
+device = 'cuda' if torch.cuda.is_available() else 'cpu'
+seed = 1337
+# -----------------------------------------------------------------------------
+
+_SCORES = ('magnitude', 'wanda', 'balanced')
+_SCOPES = ('global', 'layer', 'row')
+_SCHEDULES = ('cubic', 'geometric')
+
+
+# ----------------------------------------------------------------------------- what is pruned
+def prunable_weights(model, prune_head=True):
+    """{name: weight} of the linears sparsity is measured against (GPT.linear_weights; else every nn.Linear)."""
+    if hasattr(model, 'linear_weights'):
+        weights = model.linear_weights(include_head=prune_head)
+    else:
+        weights = {(f'{n}.weight' if n else 'weight'): m.weight for n, m in model.named_modules()
+                   if isinstance(m, nn.Linear)}
+    if not weights:
+        raise ValueError(f"{type(model).__name__} has no linear weights to prune (no transformer blocks, and the "
+                         f"head is tied to the embedding or excluded by prune_head=False): nothing to sparsify")
+    return weights
+
+
+def parse_pattern(pattern):
+    """None for 'unstructured', else (n, m) for 'N:M' with 0 < N < M."""
+    if pattern == 'unstructured':
+        return None
+    try:
+        n, m = (int(x) for x in pattern.split(':'))
+    except (ValueError, AttributeError):
+        n = m = None
+    if n is None or not 0 < n < m:
+        raise ValueError(f"pattern={pattern!r}: use 'unstructured' or 'N:M' with 0 < N < M, e.g. '2:4'")
+    return n, m
+
+
+def check_sparsity(s, name='sparsity'):
+    if not (isinstance(s, (int, float)) and 0.0 <= s < 1.0):
+        raise ValueError(f"{name}={s!r} must lie in [0, 1): it is the fraction of linear weights set to zero "
+                         f"(1 would remove them all)")
+
+
+def check_nm(weights, nm):
+    n, m = nm
+    for name, w in weights.items():
+        if w.shape[-1] % m:
+            raise ValueError(f"pattern {n}:{m} groups {m} consecutive inputs, but {name} has {w.shape[-1]} inputs, "
+                             f"not a multiple of {m}: use another M, scope it out (prune_head=False), or "
+                             f"pattern='unstructured'")
+
+
+def n_pruned(s, numel):
+    """The exact number of weights a target sparsity s removes from numel: round half up."""
+    return int(math.floor(s * numel + 0.5))
+
+
+# ----------------------------------------------------------------------------- scores (higher = keep)
+def magnitude_scores(w):
+    return w.detach().float().abs()
+
+
+def wanda_scores(w, act_norm):
+    """Sun et al. 2023: S_ij = |W_ij| * ||X_j||_2, X_j the j-th input feature over all calibration tokens."""
+    return w.detach().float().abs() * act_norm.float().to(w.device)[None, :]
+
+
+def balanced_scores(w, iters=8, eps=1e-30):
+    """Growth-aware magnitude: |W_ij| / (r_i c_j), with r (rows) and c (columns) found by Sinkhorn balancing so
+    that every row and every column of the result has unit RMS. Expansion writes its fingerprints as row and
+    column scales (new neurons' rows start small, their output columns at ~0, /n copies scale whole columns, a
+    whole layer may be rescaled); balancing divides out any diag(a) W diag(b), so a global threshold compares the
+    shape of the weights within each row/column rather than the scale the expansion gave them."""
+    a2 = w.detach().float().square()
+    out_f, in_f = a2.shape
+    inv_c2 = torch.ones(in_f, device=a2.device)
+    for _ in range(iters):
+        inv_r2 = 1 / ((a2 @ inv_c2) / in_f).clamp_min(eps)      # 1 / r_i^2 = 1 / mean_j (W_ij / c_j)^2
+        inv_c2 = 1 / ((a2.t() @ inv_r2) / out_f).clamp_min(eps)  # 1 / c_j^2 = 1 / mean_i (W_ij / r_i)^2
+    return (a2 * inv_r2[:, None] * inv_c2[None, :]).sqrt()
+
+
+# ----------------------------------------------------------------------------- masks from scores
+def lowest_k(scores, k):
+    """bool mask of the k smallest entries in each row of a 2-D tensor. Exactly k per row: ties at the k-th value
+    go to the lower index, so the result is deterministic and counts are exact. Stays on the scores' device."""
+    L = scores.size(1)
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= L:
+        return torch.ones_like(scores, dtype=torch.bool)
+    if scores.size(0) == 1 and scores.is_cuda:  # CUDA kthvalue gives a row one thread block: ~1 s at 1e8 weights
+        kth = scores.view(-1).sort().values[k - 1].view(1, 1)
+    else:
+        kth = scores.kthvalue(k, dim=1, keepdim=True).values
+    below = scores < kth
+    tie = scores == kth
+    need = k - below.sum(1, keepdim=True, dtype=torch.int32)
+    return below | (tie & (tie.cumsum(1, dtype=torch.int32) <= need))
+
+
+def nm_mask(scores, n, m):
+    """Keep mask (bool) holding the n largest of every m consecutive scores along the last (input) dimension."""
+    if scores.shape[-1] % m:
+        raise ValueError(f"N:M with M={m} needs the input dimension to be a multiple of {m}, got shape "
+                         f"{tuple(scores.shape)}")
+    return ~lowest_k(scores.reshape(-1, m), m - n).view(scores.shape)
+
+
+def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
+    """Keep masks {name: bool} pruning a fraction `sparsity` of the weights by lowest score.
+    scope 'global': floor(s*N+.5) over all N weights together; 'layer': per tensor; 'row': per output row.
+    nm=(n, m): each group of m consecutive inputs loses min(m-n, round(s*m)); at s = 1 - n/m exactly n:m.
+    masks: the current keep masks; their pruned weights stay pruned (counted in the target, never revived)."""
+    check_sparsity(sparsity)
+    if scope not in _SCOPES:
+        raise ValueError(f"scope={scope!r}: use 'global', 'layer' or 'row'")
+    if masks is not None:  # -inf sorts first, so already-pruned weights fill the quota before any live one
+        scores = {k: s.masked_fill(~masks[k].to(s.device), -math.inf) for k, s in scores.items()}
+    if nm is not None:
+        n, m = nm
+        check_nm(scores, nm)
+        k = min(m - n, n_pruned(sparsity, m))
+        return {name: ~lowest_k(s.reshape(-1, m), k).view(s.shape) for name, s in scores.items()}
+    if scope == 'row':
+        return {name: ~lowest_k(s, n_pruned(sparsity, s.size(1))) for name, s in scores.items()}
+    if scope == 'layer':
+        return {name: ~lowest_k(s.reshape(1, -1), n_pruned(sparsity, s.numel())).view(s.shape)
+                for name, s in scores.items()}
+    flat = torch.cat([s.reshape(-1) for s in scores.values()])[None]
+    keep = ~lowest_k(flat, n_pruned(sparsity, flat.numel()))[0]
+    return {name: part.view(s.shape) for (name, s), part in
+            zip(scores.items(), keep.split([s.numel() for s in scores.values()]))}
+
+
+# ----------------------------------------------------------------------------- schedules
+def _last_event(t, prune_start, prune_end, prune_every):
+    """(k, n): index of the last pruning event at or before iteration t (-1: none yet), and n, the index of the
+    event at prune_end. Events: prune_start + k*prune_every for k < n, and prune_end itself."""
+    n = -(-(prune_end - prune_start) // prune_every)
+    if t < prune_start:
+        return -1, n
+    return (n if t >= prune_end else (t - prune_start) // prune_every), n
+
+
+def is_event(t, prune_start, prune_end, prune_every):
+    return prune_start <= t <= prune_end and ((t - prune_start) % prune_every == 0 or t == prune_end)
+
+
+def cubic_sparsity(t, final_sparsity, prune_start, prune_end, prune_every, initial_sparsity=0.0):
+    """Zhu & Gupta (2017): s = s_f + (s_i - s_f)(1 - (t_k - t_0)/(n dt))^3 at the last event t_k <= t; 0 before
+    t_0. The event at t_0 takes the model to s_i (a no-op for s_i = 0), the one at prune_end to s_f."""
+    k, n = _last_event(t, prune_start, prune_end, prune_every)
+    if k < 0:
+        return 0.0
+    if k == n:
+        return final_sparsity
+    if k == 0:
+        return initial_sparsity
+    tk = prune_start + k * prune_every
+    return final_sparsity + (initial_sparsity - final_sparsity) * (1 - (tk - prune_start) /
+                                                                   (prune_end - prune_start)) ** 3
+
+
+def geometric_sparsity(t, final_sparsity, prune_start, prune_end, prune_every):
+    """Journey Matters (Jin et al. 2025): every one of the E events, prune_start and prune_end both counted
+    (E = n + 1), removes the same fraction p = 1 - (1 - s_f)^(1/E) of the surviving weights:
+    after event k (0-based) the density is (1 - s_f)^((k + 1)/E)."""
+    k, n = _last_event(t, prune_start, prune_end, prune_every)
+    if k < 0:
+        return 0.0
+    if k == n:
+        return final_sparsity
+    return 1 - (1 - final_sparsity) ** ((k + 1) / (n + 1))
+
+
+def target_sparsity(t, final_sparsity, prune_start, prune_end, prune_every, prune_schedule='cubic',
+                    initial_sparsity=0.0):
+    """The sparsity in force after the pruning event (if any) at iteration t."""
+    if prune_schedule == 'cubic':
+        return cubic_sparsity(t, final_sparsity, prune_start, prune_end, prune_every, initial_sparsity)
+    if prune_schedule == 'geometric':
+        return geometric_sparsity(t, final_sparsity, prune_start, prune_end, prune_every)
+    raise ValueError(f"prune_schedule={prune_schedule!r}: use 'cubic' or 'geometric'")
+
+
+def average_density(max_iters, final_sparsity, prune_start, prune_end, prune_every, prune_schedule='geometric',
+                    initial_sparsity=0.0):
+    """Mean over iterations 0..max_iters-1 of the density each trained with: iteration i uses the masks of the
+    events up to i-1 (Pruner.step(t) prunes after iteration t's update). N_avg = this * linear_params."""
+    return sum(1 - target_sparsity(i - 1, final_sparsity, prune_start, prune_end, prune_every, prune_schedule,
+                                   initial_sparsity) for i in range(max_iters)) / max_iters
+
+
+# ----------------------------------------------------------------------------- gradual pruning
+class Pruner:
+    """Gradual magnitude pruning inside a training loop (call order: the README's pruning section).
+    Masks only go 1 -> 0. Pruned weights are re-zeroed after every optimizer step (AdamW momentum and weight
+    decay would otherwise move them) and their gradients zeroed before clipping. Masks live as tensors in the
+    weights' dtype so masking is one torch._foreach_mul_; checkpoints hold them as bool."""
+
+    def __init__(self, model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule='cubic',
+                 scope='global', pattern='unstructured', score='magnitude', prune_head=True, initial_sparsity=0.0):
+        check_sparsity(final_sparsity, 'final_sparsity')
+        if not 0.0 <= initial_sparsity <= final_sparsity:
+            raise ValueError(f"initial_sparsity={initial_sparsity} must lie in [0, final_sparsity={final_sparsity}]")
+        for key, v in dict(prune_start=prune_start, prune_end=prune_end, prune_every=prune_every).items():
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f"{key}={v!r} must be an integer (iterations)")
+        if prune_start < 0 or prune_every < 1 or prune_end < prune_start:
+            raise ValueError(f"need 0 <= prune_start <= prune_end and prune_every >= 1, got prune_start="
+                             f"{prune_start}, prune_end={prune_end}, prune_every={prune_every}")
+        if prune_schedule not in _SCHEDULES:
+            raise ValueError(f"prune_schedule={prune_schedule!r}: use 'cubic' or 'geometric'")
+        if prune_schedule == 'geometric' and initial_sparsity:
+            raise ValueError("initial_sparsity is the cubic schedule's s_i; the geometric schedule starts dense")
+        if scope not in _SCOPES:
+            raise ValueError(f"scope={scope!r}: use 'global', 'layer' or 'row'")
+        if score == 'wanda':
+            raise ValueError("score='wanda' needs calibration activations, which gradual pruning does not collect: "
+                             "use it one-shot (python prune.py --score=wanda --data_dir=...), or score='magnitude' "
+                             "or 'balanced' here")
+        if score not in _SCORES:
+            raise ValueError(f"score={score!r}: use 'magnitude' or 'balanced' (growth-aware)")
+        self.nm = parse_pattern(pattern)
+        weights = prunable_weights(model, prune_head)
+        if self.nm is not None:
+            n, m = self.nm
+            if abs(final_sparsity - (1 - n / m)) > 1e-9:
+                raise ValueError(f"pattern {pattern} keeps {n} of every {m} weights: set final_sparsity={1 - n / m}")
+            check_nm(weights, self.nm)
+        self.settings = dict(final_sparsity=final_sparsity, prune_start=prune_start, prune_end=prune_end,
+                             prune_every=prune_every, prune_schedule=prune_schedule, scope=scope, pattern=pattern,
+                             score=score, prune_head=prune_head, initial_sparsity=initial_sparsity)
+        self.names, self.weights = list(weights), list(weights.values())
+        self.linear_params = sum(w.numel() for w in self.weights)
+        self.masks = None            # keep masks in the weights' dtype, None until the first event
+        self.live = self.linear_params
+        self.live_sum = 0            # sum over iterations 0..last_iter of the live count each trained with
+        self.last_iter = -1
+
+    def target(self, t):
+        s = self.settings
+        return target_sparsity(t, s['final_sparsity'], s['prune_start'], s['prune_end'], s['prune_every'],
+                               s['prune_schedule'], s['initial_sparsity'])
+
+    @torch.no_grad()
+    def mask_grads(self):
+        if self.masks is None:
+            return
+        pairs = [(w.grad, m) for w, m in zip(self.weights, self.masks) if w.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+
+    @torch.no_grad()
+    def step(self, iter_num):
+        """After optimizer.step() of iteration iter_num: prune if iter_num is an event, then re-zero."""
+        if iter_num > self.last_iter:  # iterations since the last call trained at the live count in force
+            self.live_sum += (iter_num - self.last_iter) * self.live
+            self.last_iter = iter_num
+        s = self.settings
+        event = is_event(iter_num, s['prune_start'], s['prune_end'], s['prune_every'])
+        if event:
+            self.prune_to(self.target(iter_num))
+        if self.masks is not None:
+            torch._foreach_mul_(self.weights, self.masks)
+        return event
+
+    @torch.no_grad()
+    def prune_to(self, sparsity):
+        """One pruning event: masks at `sparsity` among the surviving weights (on their device, no host copy)."""
+        score_fn = balanced_scores if self.settings['score'] == 'balanced' else magnitude_scores
+        scores = {n: score_fn(w) for n, w in zip(self.names, self.weights)}
+        prev = None if self.masks is None else {n: m.bool() for n, m in zip(self.names, self.masks)}
+        keep = compute_masks(scores, sparsity, self.settings['scope'], self.nm, prev)
+        self.masks = [keep[n].to(w.dtype) for n, w in zip(self.names, self.weights)]
+        self.live = int(sum(k.sum() for k in keep.values()))
+
+    def stats(self):
+        t = self.last_iter
+        avg = self.live_sum / (t + 1) if t >= 0 else float(self.live)
+        return dict(sparsity=1 - self.live / self.linear_params, nonzero_linear=self.live,
+                    linear_params=self.linear_params, avg_linear_params=avg,
+                    avg_density=avg / self.linear_params, target_sparsity=self.target(t))
+
+    def state_dict(self):
+        return dict(settings=dict(self.settings), live=self.live, live_sum=self.live_sum, last_iter=self.last_iter,
+                    masks=None if self.masks is None else
+                    {n: m.bool().cpu() for n, m in zip(self.names, self.masks)})
+
+    @torch.no_grad()
+    def load_state_dict(self, sd):
+        masks = sd['masks']
+        if masks is not None:
+            if set(masks) != set(self.names):
+                raise ValueError(f"pruner state masks {sorted(set(masks) ^ set(self.names))[:4]} do not match the "
+                                 f"model's prunable weights (was prune_head or the model different?)")
+            for n, w in zip(self.names, self.weights):
+                if masks[n].shape != w.shape:
+                    raise ValueError(f"pruner state mask for {n} has shape {tuple(masks[n].shape)}, weight "
+                                     f"{tuple(w.shape)}")
+            self.masks = [masks[n].to(device=w.device, dtype=w.dtype) for n, w in zip(self.names, self.weights)]
+            torch._foreach_mul_(self.weights, self.masks)
+        self.live = int(sum(int(masks[n].sum()) for n in self.names)) if masks is not None else self.linear_params
+        self.live_sum, self.last_iter = int(sd['live_sum']), int(sd['last_iter'])
+
+
+# ----------------------------------------------------------------------------- Wanda calibration
+@torch.no_grad()
+def activation_norms(model, names, batches):
+    """{weight name: ||X_j||_2}: the L2 norm of each input feature of that linear over every calibration token."""
+    sums, hooks = {}, []
+    for name in names:
+        module = model.get_submodule(name.rsplit('.', 1)[0] if '.' in name else '')
+
+        def hook(mod, inputs, name=name):
+            x = inputs[0].detach().float()
+            sq = x.reshape(-1, x.size(-1)).square().sum(0)
+            sums[name] = sums[name] + sq if name in sums else sq
+        hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: sums[n].sqrt() for n in names}
+
+
+@torch.no_grad()
+def wanda_prune(model, weights, sparsity, nm, batches):
+    """Wanda, one block at a time as in its reference code: the activations weighing block i's scores come from
+    the model whose earlier blocks are already pruned. Comparison within each output row (per-output sparsity)."""
+    groups = {}
+    for n in weights:
+        groups.setdefault(n.split('.')[2] if n.startswith('transformer.h.') else n, []).append(n)
+    for names in groups.values():
+        norms = activation_norms(model, names, batches)
+        keep = compute_masks({n: wanda_scores(weights[n], norms[n]) for n in names}, sparsity, 'row', nm)
+        for n in names:
+            weights[n].mul_(keep[n].to(weights[n].dtype))
+
+
+# ----------------------------------------------------------------------------- 2:4 semi-structured (GPU)
+def to_semi_structured(model):
+    """Replace, in place, every nn.Linear weight of `model` (a whole GPT or a single nn.Linear) that holds a 2:4
+    pattern with torch.sparse.to_sparse_semi_structured, for inference (its weights stop requiring grad).
+    Needs CUDA with compute capability >= 8.0, fp16/bf16 weights and the kernel's shape multiples; any other
+    weight stays dense, and so does everything on CPU. Tied weights are skipped (the embedding reads them).
+    Returns the names of the converted weights."""
+    if not torch.cuda.is_available():
+        return []
+    from torch.sparse import to_sparse_semi_structured, SparseSemiStructuredTensor
+    uses = {}
+    for _, mod in model.named_modules(remove_duplicate=False):
+        for p in mod.parameters(recurse=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    converted = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Linear) or isinstance(mod.weight, SparseSemiStructuredTensor):
+            continue
+        w = mod.weight
+        if (w.device.type != 'cuda' or w.dtype not in (torch.float16, torch.bfloat16) or uses[id(w)] > 1
+                or torch.cuda.get_device_capability(w.device) < (8, 0) or w.shape[-1] % 4
+                or not bool(((w.detach().reshape(-1, 4) != 0).sum(1) <= 2).all())):
+            continue
+        try:
+            sparse = to_sparse_semi_structured(w.detach())
+        except (RuntimeError, ValueError):
+            continue  # shape not a multiple of the kernel's tile: dense it stays
+        mod.weight = nn.Parameter(sparse, requires_grad=False)
+        converted.append(f'{name}.weight' if name else 'weight')
+    return converted
+
+
+# ----------------------------------------------------------------------------- one-shot script
+def layer_report(weights):
+    rows, total, nonzero = [], 0, 0
+    for n, w in weights.items():
+        nz = int(torch.count_nonzero(w))
+        rows.append((n, tuple(w.shape), w.numel(), nz))
+        total, nonzero = total + w.numel(), nonzero + nz
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'weight':<{width}s} {'shape':>14s} {'params':>12s} {'nonzero':>12s} {'sparsity':>8s}"]
+    lines += [f"{n:<{width}s} {str(s):>14s} {p:>12,d} {nz:>12,d} {1 - nz / p:8.4f}" for n, s, p, nz in rows]
+    lines.append(f"{'total (linear)':<{width}s} {'':>14s} {total:>12,d} {nonzero:>12,d} {1 - nonzero / total:8.4f}")
+    return '\n'.join(lines), total, nonzero
+
+
+def load_for_pruning(path):
+    """(model, previous keep masks or None, provenance) from a model directory, a train.py out_dir or a ckpt.pt."""
+    from model import GPT, GPTConfig
+    ckpt = path if os.path.isfile(path) else os.path.join(path, 'ckpt.pt')
+    # a train.py out_dir holds ckpt.pt next to its own (non-HF) config.json; a model directory holds weights
+    if os.path.isfile(ckpt) and not (os.path.isdir(path) and any(f.endswith('.safetensors') for f in os.listdir(path))):
+        try:
+            checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
+            model = GPT(GPTConfig(**checkpoint['model_args']))
+            model.load_state_dict(checkpoint['model'])
+        except Exception as e:
+            raise ValueError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}: {e})") from None
+        masks = (checkpoint.get('pruner') or {}).get('masks')
+        return model, masks, dict(source=os.path.abspath(ckpt), iter_num=checkpoint.get('iter_num'))
+    model = GPT.from_pretrained(path)
+    meta = {}
+    if os.path.isdir(path):
+        with open(os.path.join(path, 'config.json')) as f:
+            meta = json.load(f).get('growing_sparse') or {}
+    return model, None, dict(meta, source=os.path.abspath(path) if os.path.isdir(path) else path)
+
+
+def dataset_batches(data_dir, split, keys, batch_size, block_size, seed_):
+    """Batches as train.py draws them: np.random.default_rng([seed, *key]) picks the offsets."""
+    with open(os.path.join(data_dir, 'meta.json')) as f:
+        meta = json.load(f)
+    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=meta['dtype'], mode='r')
+    if len(data) <= block_size:
+        raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size+1={block_size + 1}")
+    out = []
+    for key in keys:
+        ix = np.random.default_rng([seed_, *key]).integers(0, len(data) - block_size, size=batch_size)
+        x = np.stack([data[i:i + block_size + 1] for i in ix]).astype(np.int64)
+        out.append(torch.from_numpy(x))
+    return meta, out
+
+
+@torch.no_grad()
+def val_loss(model, batches, dev):
+    model.eval()
+    losses = [model(b[:, :-1].to(dev), b[:, 1:].to(dev))[1].item() for b in batches]
+    return sum(losses) / len(losses)
+
+
+def main():
+    from configurator import configure
+    config = configure(globals())
+    t0 = time.time()
+
+    def fail(msg):
+        raise SystemExit(f"error: {msg}")
+    if init_from is None or out_dir is None:
+        fail("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new directory>")
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        fail(f"out_dir {out_dir} exists and is not empty: choose a new directory (nothing is overwritten)")
+    if score == 'wanda' and data_dir is None:
+        fail("score='wanda' weighs |W| by input activations: pass --data_dir=<prepared dataset> for calibration")
+    if score not in _SCORES:
+        fail(f"score={score!r}: use 'magnitude', 'wanda' or 'balanced'")
+    if data_dir is not None and not os.path.isfile(os.path.join(data_dir, 'meta.json')):
+        fail(f"{data_dir}/meta.json not found: run data/prepare.py first, or drop --data_dir")
+    try:
+        check_sparsity(sparsity)
+        nm = parse_pattern(pattern)
+        if nm is not None and abs(sparsity - (1 - nm[0] / nm[1])) > 1e-9:
+            fail(f"pattern {pattern} keeps {nm[0]} of every {nm[1]} weights: pass --sparsity={1 - nm[0] / nm[1]}")
+        if scope not in _SCOPES:
+            fail(f"scope={scope!r}: use 'global', 'layer' or 'row'")
+        model, prev_masks, provenance = load_for_pruning(init_from)
+        weights = prunable_weights(model, prune_head)
+        if nm is not None:
+            check_nm(weights, nm)
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)
+    model.to(device)
+    T = block_size or min(model.config.block_size, 1024)
+    val = calib = None
+    if data_dir is not None:
+        meta, val = dataset_batches(data_dir, 'val', [(k,) for k in range(eval_iters)], batch_size, T, 0)
+        if meta['vocab_size'] > model.config.vocab_size:
+            fail(f"the dataset's tokenizer has {meta['vocab_size']} ids but the model only "
+                 f"{model.config.vocab_size}: use a dataset made with the model's tokenizer")
+        if score == 'wanda':  # train.py's key for iteration 2**31-1, which no run reaches: unseen batches
+            _, calib = dataset_batches(data_dir, 'train', [(2**31 - 1, k) for k in range(calib_batches)],
+                                       batch_size, T, seed)
+            calib = [b[:, :-1].to(device) for b in calib]
+    before = val_loss(model, val, device) if val else None
+
+    with torch.no_grad():
+        if prev_masks is not None:  # a checkpoint's pruned weights stay pruned whatever the new score says
+            for n, w in weights.items():
+                w.mul_(prev_masks[n].to(w.device, w.dtype))
+        if score == 'wanda':
+            model.eval()
+            wanda_prune(model, weights, sparsity, nm, calib)
+            eff_scope = 'row'
+        else:
+            fn = balanced_scores if score == 'balanced' else magnitude_scores
+            masks = None if prev_masks is None else {n: m.to(device) for n, m in prev_masks.items()}
+            keep = compute_masks({n: fn(w) for n, w in weights.items()}, sparsity, scope, nm, masks)
+            for n, w in weights.items():
+                w.mul_(keep[n].to(w.dtype))
+            eff_scope = scope
+    after = val_loss(model, val, device) if val else None
+
+    report, total, nonzero = layer_report(weights)
+    print(report)
+    record = dict(method='one-shot', sparsity=sparsity, scope=eff_scope, pattern=pattern, score=score,
+                  prune_head=prune_head, linear_params=total, nonzero_linear=nonzero,
+                  achieved_sparsity=1 - nonzero / total, source=provenance.pop('source'),
+                  **({'source_iter_num': provenance.pop('iter_num')} if 'iter_num' in provenance else {}))
+    if val:
+        record.update(data_dir=data_dir, eval_tokens=eval_iters * batch_size * T, val_loss_before=before,
+                      val_loss_after=after)
+        print(f"val loss {before:.4f} -> {after:.4f}   perplexity {math.exp(before):.2f} -> {math.exp(after):.2f}")
+    if score == 'wanda':
+        record['calib_tokens'] = calib_batches * batch_size * T
+    # provenance: whatever the source recorded (e.g. its expansion), plus this pruning appended
+    meta = dict(provenance)
+    meta['pruning'] = meta.get('pruning', []) + [record]
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f'.{os.path.basename(os.path.abspath(out_dir))}.tmp{os.getpid()}')
+    try:
+        model.save_pretrained(tmp, extra_meta=meta)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)  # empty (checked above); rename cannot replace a directory portably
+        os.rename(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}), "
+          f"{time.time() - t0:.1f}s; config {json.dumps({k: config[k] for k in ('sparsity', 'scope', 'pattern', 'score')})}")
+
+
+if __name__ == '__main__':
+    main()
