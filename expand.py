@@ -19,7 +19,6 @@ LayerNorm statistics of x' are those of x up to a constant factor rho^2 = k*d/d'
 standard LayerNorm absorbs exactly: eps' = rho^2*eps and gains' = rho*gains. The README has the algebra.
 """
 import copy
-import json
 import math
 import os
 import shutil
@@ -34,7 +33,8 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPT, load_model  # noqa: E402
+from data.tokenizer import tokenizer_record  # noqa: E402
 
 # -----------------------------------------------------------------------------
 init_from = None              # HF model dir | hub id | train.py checkpoint (ckpt.pt, or the out_dir holding one)
@@ -308,33 +308,6 @@ def max_logit_diff(a, b, idx, dtype=torch.float64):
     return (logits(a) - logits(b)).abs().max().item()
 
 
-# ------------------------------------------------------------------ loading
-def load_source(init_from):
-    """(GPT, source dir or None, its growing_sparse provenance or None) from a train.py checkpoint, an HF
-    directory or a hub id."""
-    ckpt = init_from
-    if os.path.isdir(init_from) and not os.path.exists(os.path.join(init_from, 'config.json')) \
-            and os.path.exists(os.path.join(init_from, 'ckpt.pt')):
-        ckpt = os.path.join(init_from, 'ckpt.pt')
-    if os.path.isfile(ckpt):
-        try:
-            checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
-            model = GPT(GPTConfig(**checkpoint['model_args']))
-            sd = {k.removeprefix('_orig_mod.'): v for k, v in checkpoint['model'].items()}
-            model.load_state_dict(sd)
-        except Exception as e:
-            raise ValueError(f"{ckpt}: not a train.py checkpoint with 'model' and 'model_args' "
-                             f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
-        return model, None, None
-    model = GPT.from_pretrained(init_from)
-    path = init_from if os.path.isdir(init_from) else None
-    meta = None
-    if path:
-        with open(os.path.join(path, 'config.json')) as f:
-            meta = json.load(f).get('growing_sparse')
-    return model, path, meta
-
-
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt')
 
 if __name__ == '__main__':
@@ -353,7 +326,7 @@ if __name__ == '__main__':
         fail(f"check_dtype={check_dtype!r}: use 'float64' or 'float32'")
     tol = tolerance if tolerance is not None else (1e-9 if check_dtype == 'float64' else 1e-4)
     try:
-        model, src_dir, src_meta = load_source(init_from)
+        model, source = load_model(init_from)
         save_dtype = next(model.parameters()).dtype
         # expanded in the check's dtype: the float64 check measures the construction itself, and the saved
         # weights are its rounding to save_dtype
@@ -378,14 +351,14 @@ if __name__ == '__main__':
                 source=dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, mlp_width=c.mlp_width,
                             layer_norm_eps=c.layer_norm_eps),
                 layer_map=layer_map(c.n_layer, c2.n_layer, depth_mode), max_abs_dlogits=diff, check_dtype=check_dtype,
-                **({'parent': src_meta} if src_meta else {}))
+                tokenizer=tokenizer_record(source), **({'parent': source['record']} if source['record'] else {}))
     # written beside out_dir and renamed into place: a failure leaves no half-written directory
     tmp = os.path.normpath(out_dir) + f'.tmp{os.getpid()}'
     shutil.rmtree(tmp, ignore_errors=True)
     grown.to(save_dtype).save_pretrained(tmp, extra_meta=meta)
     for f in TOKENIZER_FILES:
-        if src_dir and os.path.exists(os.path.join(src_dir, f)):
-            shutil.copy(os.path.join(src_dir, f), tmp)
+        if source['checkpoint'] is None and os.path.exists(os.path.join(source['path'], f)):
+            shutil.copy(os.path.join(source['path'], f), tmp)
     if os.path.isdir(out_dir):
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)

@@ -353,6 +353,32 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None)
     return torch.multinomial(probs, num_samples=1, generator=generator)
 
 
+def load_model(init_from):
+    """(model, source) from anything a script's init_from may name: a train.py checkpoint (ckpt.pt, or the out_dir
+    holding it), a Hugging Face model directory, or a hub id. source: path (the ckpt.pt or the model directory),
+    checkpoint (train.py's whole checkpoint dict, or None for a directory), record (the directory's config.json
+    'growing_sparse' provenance, {} if none)."""
+    ckpt = init_from if os.path.isfile(init_from) else os.path.join(init_from, 'ckpt.pt')
+    if os.path.isfile(ckpt):
+        try:
+            checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
+        except Exception as e:
+            raise ValueError(f"{ckpt} is not a readable checkpoint (truncated or damaged: {type(e).__name__}): "
+                             f"restore it, or point init_from at another one") from None
+        try:
+            model = GPT(GPTConfig(**checkpoint['model_args']))
+            model.load_state_dict(checkpoint['model'])
+        except Exception as e:
+            raise ValueError(f"{ckpt} is not a checkpoint written by train.py, or its weights do not match its "
+                             f"model_args ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
+        return model, dict(path=ckpt, checkpoint=checkpoint, record={})
+    path = resolve_model_dir(init_from)
+    model = GPT.from_pretrained(path)
+    with open(os.path.join(path, 'config.json')) as f:
+        record = json.load(f).get('growing_sparse') or {}
+    return model, dict(path=path, checkpoint=None, record=record)
+
+
 # -------------------------------------------------------------------- HF format conversion
 def resolve_model_dir(name_or_path):
     if os.path.isdir(name_or_path):

@@ -422,28 +422,6 @@ def layer_report(weights):
     return '\n'.join(lines), total, nonzero
 
 
-def load_for_pruning(path):
-    """(model, previous keep masks or None, provenance) from a model directory, a train.py out_dir or a ckpt.pt."""
-    from model import GPT, GPTConfig
-    ckpt = path if os.path.isfile(path) else os.path.join(path, 'ckpt.pt')
-    # a train.py out_dir holds ckpt.pt next to its own (non-HF) config.json; a model directory holds weights
-    if os.path.isfile(ckpt) and not (os.path.isdir(path) and any(f.endswith('.safetensors') for f in os.listdir(path))):
-        try:
-            checkpoint = torch.load(ckpt, map_location='cpu', weights_only=True)
-            model = GPT(GPTConfig(**checkpoint['model_args']))
-            model.load_state_dict(checkpoint['model'])
-        except Exception as e:
-            raise ValueError(f"{ckpt} is not a train.py checkpoint ({type(e).__name__}: {e})") from None
-        masks = (checkpoint.get('pruner') or {}).get('masks')
-        return model, masks, dict(source=os.path.abspath(ckpt), iter_num=checkpoint.get('iter_num'))
-    model = GPT.from_pretrained(path)
-    meta = {}
-    if os.path.isdir(path):
-        with open(os.path.join(path, 'config.json')) as f:
-            meta = json.load(f).get('growing_sparse') or {}
-    return model, None, dict(meta, source=os.path.abspath(path) if os.path.isdir(path) else path)
-
-
 def dataset_batches(data_dir, split, keys, batch_size, block_size, seed_):
     """Batches as train.py draws them: np.random.default_rng([seed, *key]) picks the offsets."""
     with open(os.path.join(data_dir, 'meta.json')) as f:
@@ -468,6 +446,8 @@ def val_loss(model, batches, dev):
 
 def main():
     from configurator import configure
+    from data.tokenizer import tokenizer_record
+    from model import load_model
     config = configure(globals())
     t0 = time.time()
 
@@ -490,7 +470,12 @@ def main():
             fail(f"pattern {pattern} keeps {nm[0]} of every {nm[1]} weights: pass --sparsity={1 - nm[0] / nm[1]}")
         if scope not in _SCOPES:
             fail(f"scope={scope!r}: use 'global', 'layer' or 'row'")
-        model, prev_masks, provenance = load_for_pruning(init_from)
+        model, source = load_model(init_from)
+        ckpt = source['checkpoint']
+        # a checkpoint of a pruning run: its pruned weights stay pruned whatever the new score says
+        prev_masks = ((ckpt or {}).get('pruner') or {}).get('masks')
+        # provenance: whatever the source recorded (e.g. its expansion); this pruning is appended below
+        provenance = dict(source['record'], tokenizer=tokenizer_record(source))
         weights = prunable_weights(model, prune_head)
         if nm is not None:
             check_nm(weights, nm)
@@ -511,7 +496,7 @@ def main():
     before = val_loss(model, val, device) if val else None
 
     with torch.no_grad():
-        if prev_masks is not None:  # a checkpoint's pruned weights stay pruned whatever the new score says
+        if prev_masks is not None:
             for n, w in weights.items():
                 w.mul_(prev_masks[n].to(w.device, w.dtype))
         if score == 'wanda':
@@ -531,16 +516,16 @@ def main():
     print(report)
     record = dict(method='one-shot', sparsity=sparsity, scope=eff_scope, pattern=pattern, score=score,
                   prune_head=prune_head, linear_params=total, nonzero_linear=nonzero,
-                  achieved_sparsity=1 - nonzero / total, source=provenance.pop('source'),
-                  **({'source_iter_num': provenance.pop('iter_num')} if 'iter_num' in provenance else {}))
+                  achieved_sparsity=1 - nonzero / total, source=os.path.abspath(source['path']) if
+                  os.path.exists(source['path']) else source['path'],
+                  **({'source_iter_num': ckpt['iter_num']} if ckpt else {}))
     if val:
         record.update(data_dir=data_dir, eval_tokens=eval_iters * batch_size * T, val_loss_before=before,
                       val_loss_after=after)
         print(f"val loss {before:.4f} -> {after:.4f}   perplexity {math.exp(before):.2f} -> {math.exp(after):.2f}")
     if score == 'wanda':
         record['calib_tokens'] = calib_batches * batch_size * T
-    # provenance: whatever the source recorded (e.g. its expansion), plus this pruning appended
-    meta = dict(provenance)
+    meta = provenance
     meta['pruning'] = meta.get('pruning', []) + [record]
     parent = os.path.dirname(os.path.abspath(out_dir))
     os.makedirs(parent, exist_ok=True)

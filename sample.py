@@ -7,14 +7,13 @@ The tokenizer, unless named by `tokenizer`, comes from the model's metadata: a c
 for a model directory its config.json "growing_sparse" record, else a tokenizer.json next to the weights, else
 the family's own (gpt2: GPT-2 BPE via tiktoken; gpt_neox: GPT-NeoX-20B, from tokenizer_path or the hub).
 """
-import json
 import os
 import sys
 
 import torch
 
-from model import GPT, GPTConfig, resolve_model_dir
-from data.tokenizer import get_tokenizer, tokenizer_from_meta
+from model import load_model
+from data.tokenizer import get_tokenizer, tokenizer_from_meta, tokenizer_record
 
 # -----------------------------------------------------------------------------
 init_from = 'out'             # a train.py out_dir (with ckpt.pt), or a Hugging Face model directory / hub id
@@ -40,40 +39,6 @@ def fail(msg):
     sys.exit(1)
 
 
-def load_meta(data_dir):
-    path = os.path.join(data_dir or '', 'meta.json')
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def load_model():
-    """-> (model, tokenizer metadata: a meta.json dict, a tokenizer name, or None, model directory or None)"""
-    ckpt_path = os.path.join(init_from, 'ckpt.pt')
-    if os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-        if 'model' not in ckpt or 'model_args' not in ckpt:
-            fail(f"{ckpt_path} has no 'model'/'model_args': not a checkpoint written by train.py")
-        model = GPT(GPTConfig(**ckpt['model_args']))
-        model.load_state_dict(ckpt['model'])
-        data_dir = ckpt.get('config', {}).get('data_dir')
-        meta = load_meta(data_dir)
-        if meta is None and tokenizer is None:
-            fail(f"{ckpt_path} was trained on data_dir={data_dir!r}, which has no meta.json here to name the "
-                 f"tokenizer: pass --tokenizer=... (and --tokenizer_path=...)")
-        return model, meta, None
-    path = resolve_model_dir(init_from)
-    model = GPT.from_pretrained(path)
-    with open(os.path.join(path, 'config.json')) as f:
-        record = json.load(f).get('growing_sparse') or {}
-    tok = record.get('tokenizer')
-    if isinstance(tok, str):  # train.py's save_hf stores the name; its dataset's meta.json has the rest
-        meta = load_meta(record.get('data_dir'))
-        tok = meta if meta is not None and meta.get('tokenizer') == tok else tok
-    return model, tok, path
-
-
 def make_tokenizer(model, meta, model_dir):
     if tokenizer is not None:
         chars = meta.get('chars') if isinstance(meta, dict) else None
@@ -95,8 +60,12 @@ def make_tokenizer(model, meta, model_dir):
 
 
 try:
-    model, meta, model_dir = load_model()
-    tok = make_tokenizer(model, meta, model_dir)
+    model, source = load_model(init_from)
+    meta = tokenizer_record(source)
+    if source['checkpoint'] is not None and meta is None and tokenizer is None:
+        fail(f"{source['path']} was trained on data_dir={source['checkpoint']['config'].get('data_dir')!r}, which "
+             f"has no meta.json here to name the tokenizer: pass --tokenizer=... (and --tokenizer_path=...)")
+    tok = make_tokenizer(model, meta, None if source['checkpoint'] is not None else source['path'])
 except (ValueError, FileNotFoundError, RuntimeError) as e:
     fail(e)
 if tok.vocab_size > model.config.vocab_size:

@@ -3,10 +3,11 @@ Train a GPT (Pythia / GPT-2 architecture), nanoGPT style, optionally pruning it 
   python train.py config/train_pydoc_cpu.py                     # one process (CPU or one GPU)
   python train.py config/x.py --init_from=resume                # continue out_dir/ckpt.pt exactly
   torchrun --standalone --nproc_per_node=8 train.py config/x.py # DDP, one process per GPU
-init_from: 'scratch' (model_preset and/or the shape keys), 'resume', or a Hugging Face model directory / hub id.
+init_from: 'scratch' (model_preset and/or the shape keys), 'resume', or a Hugging Face model directory / hub id /
+another run's ckpt.pt (weights only).
 Exactness: the global batch of iteration t is a function of (seed, t) alone, so resuming from a checkpoint or
 changing the number of ranks (same gradient_accumulation_steps) replays the same tokens.
-out_dir gets config.json (the resolved config), ckpt.pt (atomic), metrics.jsonl (one JSON object per line),
+out_dir gets train_config.json (the resolved config), ckpt.pt (atomic), metrics.jsonl (one JSON object per line),
 and model/ (a Hugging Face directory) with save_hf=True.
 """
 import json
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from model import GPT, GPTConfig, preset_config, peak_flops
+from model import GPT, GPTConfig, load_model, preset_config, peak_flops
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -36,7 +37,7 @@ eval_only = False             # evaluate the initial model and exit
 always_save_checkpoint = True # False: save only when val loss improves
 save_hf = False               # at the end also write out_dir/model as a Hugging Face directory
 # model
-init_from = 'scratch'         # 'scratch' | 'resume' | a Hugging Face model directory or hub id
+init_from = 'scratch'         # 'scratch' | 'resume' | a model directory, hub id, or another run's ckpt.pt
 model_preset = 'pythia-14m'   # scratch: a model.PRESETS name; the shape keys below override it (None: preset's)
 arch = None
 n_layer = None
@@ -153,26 +154,19 @@ try:
         model_config = (preset_config(model_preset, **shape) if model_preset is not None else GPTConfig(**shape))
         model = GPT(model_config)
     elif init_from == 'resume':
-        try:
-            checkpoint = torch.load(ckpt_path, map_location='cpu', weights_only=True)
-            missing = {'model', 'optimizer', 'model_args', 'iter_num', 'rng'} - set(checkpoint)
-        except FileNotFoundError:
+        if not os.path.exists(ckpt_path):
             fail(f"init_from='resume' but {ckpt_path} does not exist: train into this out_dir first")
-        except Exception as e:
-            fail(f"{ckpt_path} is not a readable checkpoint ({type(e).__name__}: {e}); restore it or start over")
+        model, source = load_model(ckpt_path)
+        checkpoint = source['checkpoint']
+        missing = {'optimizer', 'iter_num', 'rng'} - set(checkpoint)
         if missing:
             fail(f"{ckpt_path} is missing {sorted(missing)}: not a checkpoint written by train.py")
         clash = {k: v for k, v in shape.items() if checkpoint['model_args'].get(k) != v and k != 'dropout'}
         if clash:
             fail(f"{ckpt_path} holds a model with {({k: checkpoint['model_args'].get(k) for k in clash})}, not "
                  f"{clash}: resume takes the shape from the checkpoint; drop those keys")
-        model = GPT(GPTConfig(**checkpoint['model_args']))
-        try:
-            model.load_state_dict(checkpoint['model'])
-        except RuntimeError as e:
-            fail(f"{ckpt_path}: weights do not match its model_args: {str(e).splitlines()[1:3]}")
-    else:
-        model = GPT.from_pretrained(init_from)
+    else:  # weights only: a fresh optimizer and schedule
+        model, _ = load_model(init_from)
         if set(shape) - {'dropout'}:
             fail(f"init_from={init_from!r} takes the shape from the model; drop {sorted(set(shape) - {'dropout'})}")
         model.config.dropout = dropout
@@ -306,7 +300,7 @@ if eval_only:
     sys.exit(0)  # an evaluation writes nothing
 if master:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
+    with open(os.path.join(out_dir, 'train_config.json'), 'w') as f:
         json.dump(dict(config=config, model_args=asdict(raw_model.config), world_size=world_size,
                        tokens_per_iter=tokens_per_iter, dataset=meta.get('source')), f, indent=1)
     print(f"model: {raw_model.param_counts()} | {tokens_per_iter:,} tokens/iter over {world_size} rank(s)")
@@ -375,7 +369,7 @@ while iter_num < max_iters:
 
 if master and save_hf:
     raw_model.save_pretrained(os.path.join(out_dir, 'model'),
-                              extra_meta=dict(data_dir=data_dir, iter_num=iter_num, tokenizer=meta['tokenizer'],
+                              extra_meta=dict(data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
                                               **(pruner.stats() if pruner is not None else {})))
 if ddp:
     dist.barrier()  # rank 0 may still be evaluating and saving

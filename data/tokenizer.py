@@ -78,3 +78,17 @@ def tokenizer_from_meta(meta_path_or_dict):
     path = meta.get('tokenizer_path')
     return get_tokenizer(meta['tokenizer'], path=None if path in (None, NEOX_HUB_ID) else path,
                          chars=meta.get('chars'))
+
+
+def tokenizer_record(source):
+    """What names a model's tokenizer, given model.load_model's source: the meta.json (a dict) of the dataset a
+    train.py checkpoint was trained on, or what a model directory's record says (a meta.json dict or a name);
+    None when nothing does. Scripts that write model directories store it as the record's 'tokenizer'."""
+    if source['checkpoint'] is None:
+        return source['record'].get('tokenizer')
+    data_dir = (source['checkpoint'].get('config') or {}).get('data_dir')
+    path = os.path.join(data_dir or '', 'meta.json')
+    if not data_dir or not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)

@@ -211,7 +211,11 @@ def test_script_checkpoint_to_transformers(tmp_path):
     transformers = pytest.importorskip('transformers')
     src = source('gpt_neox', torch.float32)
     (tmp_path / 'run').mkdir()
-    torch.save(dict(model=src.state_dict(), model_args=asdict(src.config)), tmp_path / 'run' / 'ckpt.pt')
+    (tmp_path / 'data').mkdir()  # the dataset the checkpoint was trained on names its tokenizer
+    tok_meta = dict(tokenizer='char', vocab_size=27, eot=26, chars='abcdefghijklmnopqrstuvwxyz', dtype='uint16')
+    (tmp_path / 'data' / 'meta.json').write_text(json.dumps(tok_meta))
+    torch.save(dict(model=src.state_dict(), model_args=asdict(src.config), config=dict(data_dir=str(tmp_path / 'data'))),
+               tmp_path / 'run' / 'ckpt.pt')
     r = run_expand(tmp_path, '--init_from=run', '--out_dir=grown', '--method=top_left', '--n_embd=48',
                    '--n_layer=4', '--check_len=16')
     assert r.returncode == 0, r.stderr
@@ -219,6 +223,7 @@ def test_script_checkpoint_to_transformers(tmp_path):
     hf = json.load(open(tmp_path / 'grown' / 'config.json'))
     meta = hf['growing_sparse']
     assert meta['method'] == 'top_left' and meta['source']['n_embd'] == 32 and meta['max_abs_dlogits'] <= 1e-9
+    assert meta['tokenizer'] == tok_meta  # sample.py and later scripts find the tokenizer in the directory
     assert (hf['hidden_size'], hf['num_attention_heads'], hf['num_hidden_layers']) == (48, 6, 4)
     idx = batch()
     with torch.no_grad():
@@ -233,6 +238,7 @@ def test_script_checkpoint_to_transformers(tmp_path):
     assert r.returncode == 0, r.stderr
     meta2 = json.load(open(tmp_path / 'grown2' / 'config.json'))['growing_sparse']
     assert meta2['parent']['method'] == 'top_left' and meta2['source']['n_embd'] == 48
+    assert meta2['tokenizer'] == tok_meta
 
 
 def test_script_refuses_and_writes_nothing(tmp_path):

@@ -416,8 +416,11 @@ def test_cli_one_shot_from_checkpoint_and_dir(trained, data_dir, tmp_path):
     for n, w in model2.linear_weights().items():
         assert ((w != 0).view(-1, 4).sum(1) <= 2).all(), n
     with open(os.path.join(out2, 'config.json')) as f:
-        history = json.load(f)['growing_sparse']['pruning']
+        record = json.load(f)['growing_sparse']
+    history = record['pruning']
     assert [h['score'] for h in history] == ['magnitude', 'wanda'] and history[1]['scope'] == 'row'
+    with open(os.path.join(data_dir, 'meta.json')) as f:  # the checkpoint's tokenizer travels with the model
+        assert record['tokenizer'] == json.load(f)
     # bad input: one error line, nothing written
     r = run('prune.py', f'--init_from={out1}', f'--out_dir={out2}', check=False)
     assert r.returncode != 0 and 'not empty' in r.stderr

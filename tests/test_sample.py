@@ -118,9 +118,10 @@ def test_train_checkpoint(tmp_path):
     got = run_sample(f'--init_from={out}', '--start=All:', '--num_samples=2', '--max_new_tokens=12', '--seed=3',
                      '--top_k=10')
     assert got == expected(model, tok, 'All:', 2, 12, seed=3, temperature=0.8, top_k=10)
-    # its save_hf directory records only the tokenizer's name and data_dir: the alphabet comes from meta.json
+    # its save_hf directory records the dataset's tokenizer (alphabet included): it samples without the dataset
     with open(out / 'model' / 'config.json') as f:
-        assert json.load(f)['growing_sparse']['tokenizer'] == 'char'
+        assert json.load(f)['growing_sparse']['tokenizer']['chars'] == tok.meta()['chars']
+    shutil.rmtree(data)
     assert run_sample(f'--init_from={out / "model"}', '--start=All:', '--num_samples=2', '--max_new_tokens=12',
                       '--seed=3', '--top_k=10') == got
 

@@ -68,7 +68,7 @@ def test_exact_resume(data_dir, tmp_path):
     for k in cb['model']:
         assert torch.equal(ca['model'][k], cb['model'][k]), k
     assert torch.equal(ca['rng']['torch'], cb['rng']['torch'])
-    with open(os.path.join(a, 'config.json')) as f:
+    with open(os.path.join(a, 'train_config.json')) as f:
         saved = json.load(f)
     assert saved['config']['init_from'] == 'resume' and saved['config']['data_dir'] == data_dir
     assert saved['model_args']['n_embd'] == 32 and saved['model_args']['vocab_size'] % 64 == 0
