@@ -4,18 +4,22 @@ Speed benchmarks, nanoGPT style. Run on a GPU; every number in the README came f
   python bench.py --compare_hf=True                 # + transformers' GPTNeoXForCausalLM of the same shape
   python bench.py --final_sparsity=0.5              # + masked (pruned) training vs dense, and one pruning event
   python bench.py --mode=sparse24                   # 2:4 semi-structured linears vs dense (inference)
+  python bench.py --mode=expand --model_preset=pythia-1.4b --expand_n_embd=2560   # expand.py's growth, on CPU
 Each run prints a table and, with --out_json=path, writes its numbers.
 """
 import json
+import os
 import time
 from contextlib import nullcontext
+
+os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')  # as in expand.py: huge pages for the CPU build of big models
 
 import torch
 
 from model import GPT, preset_config, config_to_hf, peak_flops
 
 # -----------------------------------------------------------------------------
-mode = 'train'                # 'train': training steps; 'sparse24': 2:4 linears vs dense
+mode = 'train'                # 'train': training steps | 'sparse24': 2:4 linears vs dense | 'expand': growth time
 model_preset = 'pythia-160m'
 batch_size = 16
 block_size = 2048
@@ -32,6 +36,9 @@ pattern = 'unstructured'
 seed = 1337
 sparse24_shapes = [(3072, 768), (768, 3072), (4096, 1024), (16384, 4096), (4096, 16384)]  # (out, in)
 sparse24_tokens = 16384       # rows of the activation matrix fed to each linear
+expand_n_embd = None          # expand mode: target width / depth (None: the preset's)
+expand_n_layer = None
+expand_methods = ['top_left', 'isotropic']
 out_json = None
 # -----------------------------------------------------------------------------
 from configurator import configure
@@ -159,8 +166,27 @@ elif mode == 'sparse24':
         results['sparse24'].append(row)
         print(f"{out_f:>6d}x{in_f:<6d} dense {dense_ms:7.3f} ms  2:4 {sparse_ms:7.3f} ms  "
               f"speedup {row['speedup']:.2f}x  converted={row['converted']}  rel.err {err:.1e}")
+elif mode == 'expand':
+    import gc
+    from expand import expand_model, max_logit_diff
+    model = GPT(preset_config(model_preset))  # random weights, float32, on the CPU where expand.py builds
+    idx = torch.randint(model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(seed))
+    print(f"{model_preset}: {model.param_counts()['total'] / 1e9:.3f} B params, float32, CPU")
+    results['expand'] = []
+    for method in expand_methods:
+        t0 = time.perf_counter()
+        big = expand_model(model, n_embd=expand_n_embd, n_layer=expand_n_layer, method=method, seed=seed)
+        seconds = time.perf_counter() - t0
+        c2 = big.config
+        row = dict(method=method, n_embd=c2.n_embd, n_head=c2.n_head, n_layer=c2.n_layer, seconds=seconds,
+                   params=big.param_counts()['total'], max_dlogits_fp32=max_logit_diff(model, big, idx, torch.float32))
+        results['expand'].append(row)
+        print(f"{method:>10s} -> {c2.n_embd}/{c2.n_head}H/{c2.n_layer}L, {row['params'] / 1e9:.3f} B params: "
+              f"{seconds:.1f} s, max |dlogits| {row['max_dlogits_fp32']:.1e} (float32)")
+        del big
+        gc.collect()
 else:
-    raise SystemExit(f"error: unknown mode {mode!r}: use 'train' or 'sparse24'")
+    raise SystemExit(f"error: unknown mode {mode!r}: use 'train', 'sparse24' or 'expand'")
 
 if out_json:
     with open(out_json, 'w') as f:

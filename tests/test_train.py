@@ -1,5 +1,5 @@
 """train.py end to end on a tiny model and a tiny char dataset: exact resume, DDP equivalence,
-crash-safe checkpoints, NaN stop, torch.compile. Every run is a subprocess, as a user would run it."""
+crash-safe checkpoints, NaN stop, torch.compile, wandb offline. Every run is a subprocess, as a user would run it."""
 import json
 import os
 import subprocess
@@ -17,10 +17,10 @@ TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_emb
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 
 
-def train(*args, torchrun=False, check=True):
+def train(*args, torchrun=False, check=True, env=None):
     cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun
            else [sys.executable]) + ['train.py', *TINY, *args]
-    r = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=300)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -145,3 +145,21 @@ def test_compile_matches_eager(data_dir, tmp_path):
         assert tc[it]['train_loss'] == pytest.approx(te[it]['train_loss'], rel=1e-5), it
     for it in ve:
         assert vc[it] == pytest.approx(ve[it], rel=1e-5), it
+
+
+def test_wandb_offline(data_dir, tmp_path):
+    """wandb_log=True with WANDB_MODE=offline (no network, no account): the run trains as usual and wandb's offline
+    run log receives every loss of metrics.jsonl (wandb stores history values as JSON text in the .wandb file)."""
+    import glob
+    out = tmp_path / 'out'
+    train(f'--data_dir={data_dir}', '--max_iters=4', '--eval_interval=2', f'--out_dir={out}', '--wandb_log=True',
+          env=dict(WANDB_MODE='offline', WANDB_DIR=str(tmp_path), WANDB_SILENT='true'))
+    runs = glob.glob(str(tmp_path / 'wandb' / 'offline-run-*' / 'run-*.wandb'))
+    assert len(runs) == 1, runs
+    with open(runs[0], 'rb') as f:
+        log = f.read()
+    train_rows, val_rows = metrics(str(out))
+    losses = [r['train_loss'] for r in train_rows.values()] + list(val_rows.values())
+    assert len(losses) == 4 + 3
+    for loss in losses:
+        assert json.dumps(loss).encode() in log, loss
