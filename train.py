@@ -364,8 +364,9 @@ while iter_num < max_iters:
             log_metrics(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
                              tok_per_sec=tokens_per_iter / dt, mfu=mfu))
     if master and (iter_num % eval_interval == 0 or iter_num == max_iters):
+        t_eval = time.time()
         evaluate_and_save()
-        t0 = time.time()  # evaluation time is not training throughput
+        t0 += time.time() - t_eval  # evaluation time is not training throughput
 
 if master and save_hf:
     raw_model.save_pretrained(os.path.join(out_dir, 'model'),

@@ -82,13 +82,19 @@ def tokenizer_from_meta(meta_path_or_dict):
 
 def tokenizer_record(source):
     """What names a model's tokenizer, given model.load_model's source: the meta.json (a dict) of the dataset a
-    train.py checkpoint was trained on, or what a model directory's record says (a meta.json dict or a name);
-    None when nothing does. Scripts that write model directories store it as the record's 'tokenizer'."""
+    train.py checkpoint was trained on, or what a model directory's record says (a meta.json dict, or a name,
+    completed from the record's data_dir/meta.json when that dataset used the same tokenizer); None when nothing
+    does. Scripts that write model directories store it as the record's 'tokenizer'."""
     if source['checkpoint'] is None:
-        return source['record'].get('tokenizer')
-    data_dir = (source['checkpoint'].get('config') or {}).get('data_dir')
+        record = source['record']
+        name, data_dir = record.get('tokenizer'), record.get('data_dir')
+        if not isinstance(name, str) or not data_dir:
+            return name
+    else:  # a name alone cannot rebuild a char alphabet or find a tokenizer file: the dataset's meta.json can
+        name, data_dir = None, (source['checkpoint'].get('config') or {}).get('data_dir')
     path = os.path.join(data_dir or '', 'meta.json')
     if not data_dir or not os.path.isfile(path):
-        return None
+        return name
     with open(path) as f:
-        return json.load(f)
+        meta = json.load(f)
+    return meta if name in (None, meta.get('tokenizer')) else name

@@ -88,6 +88,25 @@ def test_depth_modes(arch):
             assert blk.attn.c_attn.weight.std() > 0
 
 
+@pytest.mark.parametrize('arch', ['gpt_neox', 'gpt2'])
+def test_zero_padding_is_not_exact(arch):
+    """Why top_left needs the mean coordinates: the naive copy-into-the-top-left-and-zero-pad (new heads, units
+    and residual coordinates all zero, new LayerNorm gains 1) keeps every new coordinate at 0, but LayerNorm then
+    averages over d' coordinates: mean (d/d')mu, a different variance, so the logits move."""
+    src, idx = source(arch), batch()
+    c = src.config
+    naive = GPT(GPTConfig(**{**asdict(c), 'n_embd': 48, 'n_head': 6, 'mlp_width': None})).to(torch.float64)
+    old = src.state_dict()
+    with torch.no_grad():
+        for name, p in naive.state_dict().items():
+            if name.startswith('rope_'):
+                continue
+            p.fill_(1.0 if 'ln' in name and name.endswith('weight') else 0.0)
+            p[tuple(slice(0, n) for n in old[name].shape)] = old[name]  # fused QKV: old heads are the first rows
+    assert max_logit_diff(src, naive, idx) > 1e-2
+    assert max_logit_diff(src, expand_model(src, n_head=6, method='top_left'), idx) <= 1e-9
+
+
 def test_layernorm_eps_is_load_bearing():
     """The check above can fail: the grown model with the source's eps (zero-padding's mistake in another
     guise: LayerNorm statistics over d' coordinates) is measurably off."""

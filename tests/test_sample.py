@@ -126,6 +126,23 @@ def test_train_checkpoint(tmp_path):
                       '--seed=3', '--top_k=10') == got
 
 
+def test_tokenizer_name_completed_from_data_dir(tmp_path):
+    """A record that names its tokenizer only ('char') and its dataset: the alphabet comes from data_dir/meta.json.
+    Without that meta.json the name alone is not enough, and sample.py says so instead of guessing."""
+    tok = get_tokenizer('char', chars=CHARS)
+    data = tmp_path / 'data'
+    data.mkdir()
+    (data / 'meta.json').write_text(json.dumps({**tok.meta(), 'dtype': 'uint16'}))
+    model = tiny_model(vocab_size=tok.vocab_size)
+    model.save_pretrained(str(tmp_path / 'm'), extra_meta={'tokenizer': 'char', 'data_dir': str(data)})
+    out = run_sample(f'--init_from={tmp_path / "m"}', '--start=Speak', '--temperature=0', '--num_samples=1',
+                     '--max_new_tokens=20')
+    assert out == expected(model, tok, 'Speak', 1, 20, temperature=0)
+    shutil.rmtree(data)
+    err = run_sample(f'--init_from={tmp_path / "m"}', '--start=Speak', ok=False)
+    assert "names tokenizer 'char' but not its alphabet" in err and len(err.strip().splitlines()) == 1
+
+
 def test_tokenizer_by_arch(tmp_path):
     """No metadata: gpt2 -> GPT-2 BPE (tiktoken); gpt_neox -> GPT-NeoX-20B (tokenizer_path, or a tokenizer.json
     next to the weights)."""
