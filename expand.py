@@ -21,7 +21,6 @@ standard LayerNorm absorbs exactly: eps' = rho^2*eps and gains' = rho*gains. The
 import copy
 import math
 import os
-import shutil
 import sys
 import time
 from collections import namedtuple
@@ -352,14 +351,7 @@ if __name__ == '__main__':
                             layer_norm_eps=c.layer_norm_eps),
                 layer_map=layer_map(c.n_layer, c2.n_layer, depth_mode), max_abs_dlogits=diff, check_dtype=check_dtype,
                 tokenizer=tokenizer_record(source), **({'parent': source['record']} if source['record'] else {}))
-    # written beside out_dir and renamed into place: a failure leaves no half-written directory
-    tmp = os.path.normpath(out_dir) + f'.tmp{os.getpid()}'
-    shutil.rmtree(tmp, ignore_errors=True)
-    grown.to(save_dtype).save_pretrained(tmp, extra_meta=meta)
-    for f in TOKENIZER_FILES:
-        if source['checkpoint'] is None and os.path.exists(os.path.join(source['path'], f)):
-            shutil.copy(os.path.join(source['path'], f), tmp)
-    if os.path.isdir(out_dir):
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
+    tokenizer_files = [os.path.join(source['path'], f) for f in TOKENIZER_FILES
+                       if source['checkpoint'] is None and os.path.exists(os.path.join(source['path'], f))]
+    grown.to(save_dtype).save_pretrained(out_dir, extra_meta=meta, copy_files=tokenizer_files, replace=True)
     print(f"wrote {out_dir}")

@@ -9,6 +9,7 @@ Hugging Face directories are the interchange format: from_pretrained / save_pret
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -309,20 +310,36 @@ class GPT(nn.Module):
         model.load_state_dict(sd, strict=not config.tie_embeddings)
         return model.to(dtype)
 
-    def save_pretrained(self, out_dir, extra_meta=None):
-        """Write config.json + model.safetensors that transformers.AutoModelForCausalLM loads."""
+    def save_pretrained(self, out_dir, extra_meta=None, copy_files=(), replace=False):
+        """Write config.json + model.safetensors that transformers.AutoModelForCausalLM loads, plus copy_files (e.g.
+        a tokenizer). Everything is built in a temporary directory beside out_dir and renamed into place, so a crash
+        never leaves a half-written model directory: a new (or empty) out_dir appears whole; an existing one has its
+        files replaced one by one, config.json last, or (replace=True) is swapped for the new one entirely."""
         from safetensors.torch import save_file
-        os.makedirs(out_dir, exist_ok=True)
-        sd = state_dict_to_hf(self.state_dict(), self.config)
-        sd = {k: v.detach().contiguous().cpu() for k, v in sd.items()}
-        tmp = os.path.join(out_dir, 'model.safetensors.tmp')
-        save_file(sd, tmp, metadata={'format': 'pt'})
-        os.replace(tmp, os.path.join(out_dir, 'model.safetensors'))
-        hf = config_to_hf(self.config, dtype=next(self.parameters()).dtype)
-        if extra_meta:
-            hf['growing_sparse'] = extra_meta  # provenance (expansion, pruning); transformers ignores it
-        with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-            json.dump(hf, f, indent=2)
+        out_dir = os.path.abspath(out_dir)
+        tmp = os.path.join(os.path.dirname(out_dir), f'.{os.path.basename(out_dir)}.tmp{os.getpid()}')
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            sd = state_dict_to_hf(self.state_dict(), self.config)
+            save_file({k: v.detach().contiguous().cpu() for k, v in sd.items()}, os.path.join(tmp, 'model.safetensors'),
+                      metadata={'format': 'pt'})
+            for f in copy_files:
+                shutil.copy(f, tmp)
+            hf = config_to_hf(self.config, dtype=next(self.parameters()).dtype)
+            if extra_meta:
+                hf['growing_sparse'] = extra_meta  # provenance (expansion, pruning); transformers ignores it
+            with open(os.path.join(tmp, 'config.json'), 'w') as f:
+                json.dump(hf, f, indent=2)
+            if replace and os.path.isdir(out_dir):
+                shutil.rmtree(out_dir)
+            if not os.path.isdir(out_dir) or not os.listdir(out_dir):
+                os.replace(tmp, out_dir)
+            else:
+                for name in sorted(os.listdir(tmp), key=lambda n: n == 'config.json'):
+                    os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def peak_flops(device):

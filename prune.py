@@ -13,12 +13,13 @@ Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N +
 import json
 import math
 import os
-import shutil
 import time
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from data import sample_batch
 
 # -----------------------------------------------------------------------------
 # one-shot CLI defaults (read by configure(globals()) in main(); importing prune changes nothing)
@@ -83,6 +84,19 @@ def check_nm(weights, nm):
             raise ValueError(f"pattern {n}:{m} groups {m} consecutive inputs, but {name} has {w.shape[-1]} inputs, "
                              f"not a multiple of {m}: use another M, scope it out (prune_head=False), or "
                              f"pattern='unstructured'")
+
+
+def check_settings(sparsity, scope, pattern, score, name='sparsity'):
+    """The settings the one-shot script and Pruner share: one clear error each; returns parse_pattern(pattern)."""
+    check_sparsity(sparsity, name)
+    if scope not in _SCOPES:
+        raise ValueError(f"scope={scope!r}: use 'global', 'layer' or 'row'")
+    if score not in _SCORES:
+        raise ValueError(f"score={score!r}: use 'magnitude', 'wanda' or 'balanced' (growth-aware)")
+    nm = parse_pattern(pattern)
+    if nm is not None and abs(sparsity - (1 - nm[0] / nm[1])) > 1e-9:
+        raise ValueError(f"pattern {pattern} keeps {nm[0]} of every {nm[1]} weights: set {name}={1 - nm[0] / nm[1]}")
+    return nm
 
 
 def n_pruned(s, numel):
@@ -236,7 +250,11 @@ class Pruner:
 
     def __init__(self, model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule='cubic',
                  scope='global', pattern='unstructured', score='magnitude', prune_head=True, initial_sparsity=0.0):
-        check_sparsity(final_sparsity, 'final_sparsity')
+        if score == 'wanda':
+            raise ValueError("score='wanda' needs calibration activations, which gradual pruning does not collect: "
+                             "use it one-shot (python prune.py --score=wanda --data_dir=...), or score='magnitude' "
+                             "or 'balanced' here")
+        self.nm = check_settings(final_sparsity, scope, pattern, score, 'final_sparsity')
         if not 0.0 <= initial_sparsity <= final_sparsity:
             raise ValueError(f"initial_sparsity={initial_sparsity} must lie in [0, final_sparsity={final_sparsity}]")
         for key, v in dict(prune_start=prune_start, prune_end=prune_end, prune_every=prune_every).items():
@@ -249,20 +267,8 @@ class Pruner:
             raise ValueError(f"prune_schedule={prune_schedule!r}: use 'cubic' or 'geometric'")
         if prune_schedule == 'geometric' and initial_sparsity:
             raise ValueError("initial_sparsity is the cubic schedule's s_i; the geometric schedule starts dense")
-        if scope not in _SCOPES:
-            raise ValueError(f"scope={scope!r}: use 'global', 'layer' or 'row'")
-        if score == 'wanda':
-            raise ValueError("score='wanda' needs calibration activations, which gradual pruning does not collect: "
-                             "use it one-shot (python prune.py --score=wanda --data_dir=...), or score='magnitude' "
-                             "or 'balanced' here")
-        if score not in _SCORES:
-            raise ValueError(f"score={score!r}: use 'magnitude' or 'balanced' (growth-aware)")
-        self.nm = parse_pattern(pattern)
         weights = prunable_weights(model, prune_head)
         if self.nm is not None:
-            n, m = self.nm
-            if abs(final_sparsity - (1 - n / m)) > 1e-9:
-                raise ValueError(f"pattern {pattern} keeps {n} of every {m} weights: set final_sparsity={1 - n / m}")
             check_nm(weights, self.nm)
         self.settings = dict(final_sparsity=final_sparsity, prune_start=prune_start, prune_end=prune_end,
                              prune_every=prune_every, prune_schedule=prune_schedule, scope=scope, pattern=pattern,
@@ -423,17 +429,13 @@ def layer_report(weights):
 
 
 def dataset_batches(data_dir, split, keys, batch_size, block_size, seed_):
-    """Batches as train.py draws them: np.random.default_rng([seed, *key]) picks the offsets."""
+    """(meta, [batch (batch_size, block_size + 1)]): the batches train.py draws for the same keys."""
     with open(os.path.join(data_dir, 'meta.json')) as f:
         meta = json.load(f)
     data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=meta['dtype'], mode='r')
     if len(data) <= block_size:
         raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size+1={block_size + 1}")
-    out = []
-    for key in keys:
-        ix = np.random.default_rng([seed_, *key]).integers(0, len(data) - block_size, size=batch_size)
-        x = np.stack([data[i:i + block_size + 1] for i in ix]).astype(np.int64)
-        out.append(torch.from_numpy(x))
+    out = [torch.from_numpy(sample_batch(data, seed_, key, batch_size, block_size)) for key in keys]
     return meta, out
 
 
@@ -459,17 +461,10 @@ def main():
         fail(f"out_dir {out_dir} exists and is not empty: choose a new directory (nothing is overwritten)")
     if score == 'wanda' and data_dir is None:
         fail("score='wanda' weighs |W| by input activations: pass --data_dir=<prepared dataset> for calibration")
-    if score not in _SCORES:
-        fail(f"score={score!r}: use 'magnitude', 'wanda' or 'balanced'")
     if data_dir is not None and not os.path.isfile(os.path.join(data_dir, 'meta.json')):
         fail(f"{data_dir}/meta.json not found: run data/prepare.py first, or drop --data_dir")
     try:
-        check_sparsity(sparsity)
-        nm = parse_pattern(pattern)
-        if nm is not None and abs(sparsity - (1 - nm[0] / nm[1])) > 1e-9:
-            fail(f"pattern {pattern} keeps {nm[0]} of every {nm[1]} weights: pass --sparsity={1 - nm[0] / nm[1]}")
-        if scope not in _SCOPES:
-            fail(f"scope={scope!r}: use 'global', 'layer' or 'row'")
+        nm = check_settings(sparsity, scope, pattern, score, '--sparsity')
         model, source = load_model(init_from)
         ckpt = source['checkpoint']
         # a checkpoint of a pruning run: its pruned weights stay pruned whatever the new score says
@@ -527,16 +522,7 @@ def main():
         record['calib_tokens'] = calib_batches * batch_size * T
     meta = provenance
     meta['pruning'] = meta.get('pruning', []) + [record]
-    parent = os.path.dirname(os.path.abspath(out_dir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f'.{os.path.basename(os.path.abspath(out_dir))}.tmp{os.getpid()}')
-    try:
-        model.save_pretrained(tmp, extra_meta=meta)
-        if os.path.isdir(out_dir):
-            os.rmdir(out_dir)  # empty (checked above); rename cannot replace a directory portably
-        os.rename(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(out_dir, extra_meta=meta)  # out_dir is new or empty (checked above)
     print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}), "
           f"{time.time() - t0:.1f}s; config {json.dumps({k: config[k] for k in ('sparsity', 'scope', 'pattern', 'score')})}")
 

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from data import sample_batch
 from model import GPT, GPTConfig, load_model, preset_config, peak_flops
 
 # -----------------------------------------------------------------------------
@@ -129,11 +130,9 @@ def load_tokens(split):
 def get_batch(split, *key):
     """The batch_size sequences named by key: ('train', iter_num, micro_step) or ('val', k).
     The memmap is reopened each call (a long-lived one keeps growing resident memory)."""
-    data = load_tokens(split)
-    rng = np.random.default_rng([seed if split == 'train' else 0, *key])  # val batches: the same for every run
-    ix = rng.integers(0, len(data) - block_size, size=batch_size)
-    x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
-    y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+    xy = torch.from_numpy(sample_batch(load_tokens(split), seed if split == 'train' else 0, key, batch_size,
+                                       block_size))  # val batches: seed 0, the same for every run
+    x, y = xy[:, :-1].contiguous(), xy[:, 1:].contiguous()
     if device_type == 'cuda':
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x, y
@@ -371,7 +370,8 @@ while iter_num < max_iters:
 if master and save_hf:
     raw_model.save_pretrained(os.path.join(out_dir, 'model'),
                               extra_meta=dict(data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
-                                              **(pruner.stats() if pruner is not None else {})))
+                                              **(pruner.stats() if pruner is not None else {})),
+                              replace=True)
 if ddp:
     dist.barrier()  # rank 0 may still be evaluating and saving
     dist.destroy_process_group()
