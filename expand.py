@@ -307,6 +307,40 @@ def max_logit_diff(a, b, idx, dtype=torch.float64):
     return (logits(a) - logits(b)).abs().max().item()
 
 
+def grow(model, idx, n_embd=None, n_head=None, n_layer=None, mlp_width=None, method='top_left',
+         depth_mode='interleave', noise=1e-2, seed=0, check_dtype='float64', tolerance=None):
+    """expand_model with its exactness measured: (grown model in `model`'s dtype, growth record), or ValueError.
+    The growth runs in check_dtype (float64 by default, so the check measures the construction and not float32
+    rounding) and max |logits(grown) - logits(model)| on idx must be <= tolerance (None: 1e-9 for float64, 1e-4
+    for float32). `model` is cast to check_dtype in place (no second copy of a big model). expand.py and train.py's
+    in-process growth both call this, which is why their grown weights are bit-identical."""
+    if check_dtype not in ('float32', 'float64'):
+        raise ValueError(f"check_dtype={check_dtype!r}: use 'float64' or 'float32'")
+    tol = tolerance if tolerance is not None else (1e-9 if check_dtype == 'float64' else 1e-4)
+    save_dtype = next(model.parameters()).dtype
+    model = model.to(getattr(torch, check_dtype))
+    t0 = time.time()
+    grown = expand_model(model, n_embd, n_head, n_layer, mlp_width, method, depth_mode, noise, seed)
+    seconds = time.time() - t0
+    diff = max_logit_diff(model, grown, idx, getattr(torch, check_dtype))
+    if not diff <= tol:
+        raise ValueError(f"the grown model's logits differ from the source's by {diff:.3e} > tolerance {tol:g} "
+                         f"({check_dtype}): the growth is not function-preserving for this model")
+    c, c2 = model.config, grown.config
+    record = dict(method=method, depth_mode=depth_mode, noise=noise, seed=seed,
+                  source=dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, mlp_width=c.mlp_width,
+                              layer_norm_eps=c.layer_norm_eps),
+                  target=dict(n_layer=c2.n_layer, n_head=c2.n_head, n_embd=c2.n_embd, mlp_width=c2.mlp_width,
+                              layer_norm_eps=c2.layer_norm_eps),
+                  layer_map=layer_map(c.n_layer, c2.n_layer, depth_mode), max_abs_dlogits=diff,
+                  check_dtype=check_dtype, check_tokens=int(idx.numel()), tolerance=tol, seconds=seconds)
+    return grown.to(save_dtype), record
+
+
+def describe(c):
+    return f"{c.n_layer}L {c.n_head}H x {c.head_size} = {c.n_embd}, mlp {c.mlp_width}"
+
+
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt')
 
 if __name__ == '__main__':
@@ -323,35 +357,24 @@ if __name__ == '__main__':
         fail(f"out_dir {out_dir} exists and is not empty: pick another out_dir or pass --overwrite=True")
     if check_dtype not in ('float32', 'float64'):
         fail(f"check_dtype={check_dtype!r}: use 'float64' or 'float32'")
-    tol = tolerance if tolerance is not None else (1e-9 if check_dtype == 'float64' else 1e-4)
     try:
         model, source = load_model(init_from)
-        save_dtype = next(model.parameters()).dtype
-        # expanded in the check's dtype: the float64 check measures the construction itself, and the saved
-        # weights are its rounding to save_dtype
-        model = model.to(getattr(torch, check_dtype))
-        t0 = time.time()
-        grown = expand_model(model, n_embd, n_head, n_layer, mlp_width, method, depth_mode, noise, seed)
-        dt = time.time() - t0
+        c = model.config
+        print(f"source: {describe(c)}; params {model.param_counts()}")
+        idx = torch.randint(c.vocab_size, (check_batch, min(check_len, c.block_size)),
+                            generator=torch.Generator().manual_seed(seed))
+        grown, record = grow(model, idx, n_embd, n_head, n_layer, mlp_width, method, depth_mode, noise, seed,
+                             check_dtype, tolerance)
     except (ValueError, FileNotFoundError) as e:
         fail(str(e))
-    c, c2 = model.config, grown.config
-    shape = lambda c: f"{c.n_layer}L {c.n_head}H x {c.head_size} = {c.n_embd}, mlp {c.mlp_width}"
-    print(f"source: {shape(c)}; params {model.param_counts()}")
-    print(f"grown:  {shape(c2)}; params {grown.param_counts()}; layer_norm_eps {c.layer_norm_eps:g} -> "
-          f"{c2.layer_norm_eps:g}; {method} in {dt:.2f}s")
-    idx = torch.randint(c.vocab_size, (check_batch, min(check_len, c.block_size)),
-                        generator=torch.Generator().manual_seed(seed))
-    diff = max_logit_diff(model, grown, idx, getattr(torch, check_dtype))
-    print(f"max |dlogits| ({check_dtype}, {check_batch}x{idx.size(1)} random tokens): {diff:.3e} (tolerance {tol:g})")
-    if not diff <= tol:
-        fail(f"the grown model's logits differ from the source's by {diff:.3e} > {tol:g}: nothing written")
-    meta = dict(expanded_from=init_from, method=method, depth_mode=depth_mode, noise=noise, seed=seed,
-                source=dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, mlp_width=c.mlp_width,
-                            layer_norm_eps=c.layer_norm_eps),
-                layer_map=layer_map(c.n_layer, c2.n_layer, depth_mode), max_abs_dlogits=diff, check_dtype=check_dtype,
-                tokenizer=tokenizer_record(source), **({'parent': source['record']} if source['record'] else {}))
+    c2 = grown.config
+    print(f"grown:  {describe(c2)}; params {grown.param_counts()}; layer_norm_eps {c.layer_norm_eps:g} -> "
+          f"{c2.layer_norm_eps:g}; {method} in {record['seconds']:.2f}s")
+    print(f"max |dlogits| ({check_dtype}, {check_batch}x{idx.size(1)} random tokens): "
+          f"{record['max_abs_dlogits']:.3e} (tolerance {record['tolerance']:g})")
+    meta = dict(expanded_from=init_from, **record, tokenizer=tokenizer_record(source),
+                **({'parent': source['record']} if source['record'] else {}))
     tokenizer_files = [os.path.join(source['path'], f) for f in TOKENIZER_FILES
                        if source['checkpoint'] is None and os.path.exists(os.path.join(source['path'], f))]
-    grown.to(save_dtype).save_pretrained(out_dir, extra_meta=meta, copy_files=tokenizer_files, replace=True)
+    grown.save_pretrained(out_dir, extra_meta=meta, copy_files=tokenizer_files, replace=True)
     print(f"wrote {out_dir}")

@@ -5,6 +5,9 @@ Train a GPT (Pythia / GPT-2 architecture), nanoGPT style, optionally pruning it 
   torchrun --standalone --nproc_per_node=8 train.py config/x.py # DDP, one process per GPU
 init_from: 'scratch' (model_preset and/or the shape keys), 'resume', or a Hugging Face model directory / hub id /
 another run's ckpt.pt (weights only).
+Growth: with a pretrained init_from and a grow_* shape key set, the model is first grown function-preservingly
+(expand.py's grow, exactness measured against the small model) and the grown model is what trains:
+  python train.py config/grow_70m.py            # Recipe 2: Pythia-70m grown to 1024 wide, pruned back to 70m's count
 Exactness: the global batch of iteration t is a function of (seed, t) alone, so resuming from a checkpoint or
 changing the number of ranks (same gradient_accumulation_steps) replays the same tokens.
 out_dir gets train_config.json (the resolved config), ckpt.pt (atomic), metrics.jsonl (one JSON object per line),
@@ -14,6 +17,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -31,12 +35,15 @@ from model import GPT, GPTConfig, load_model, preset_config, peak_flops
 # I/O
 out_dir = 'out'
 data_dir = 'data/pydoc'       # a folder with train.bin, val.bin, meta.json (data/*/prepare.py)
-eval_interval = 250           # evaluate and save a checkpoint every this many iterations, and at the end
+eval_interval = 250           # evaluate (and save a checkpoint) every this many iterations, and at the end
+checkpoint_interval = None    # save ckpt.pt only every this many iterations (a multiple of eval_interval) and at the
+                              # end; None: at every eval. Big models: a checkpoint holds weights + AdamW (16 B/param)
 eval_iters = 20               # val batches per evaluation (always the same batches)
 log_interval = 10
 eval_only = False             # evaluate the initial model and exit
 always_save_checkpoint = True # False: save only when val loss improves
 save_hf = False               # at the end also write out_dir/model as a Hugging Face directory
+overwrite = False             # True: a fresh run replaces the run in out_dir (ckpt.pt, metrics.jsonl, model/)
 # model
 init_from = 'scratch'         # 'scratch' | 'resume' | a model directory, hub id, or another run's ckpt.pt
 model_preset = 'pythia-14m'   # scratch: a model.PRESETS name; the shape keys below override it (None: preset's)
@@ -48,6 +55,16 @@ mlp_width = None
 vocab_size = None             # scratch: the dataset's vocab rounded up to a multiple of 64
 block_size = None             # training context; None: the model's
 dropout = 0.0
+# growth (expand.py), applied to init_from's pretrained model before compile and DDP; on when a grow_ shape key is set
+grow_n_embd = None            # target width, whole heads of the source's head_size
+grow_n_head = None            # or the target head count
+grow_n_layer = None           # target depth (new blocks are identities)
+grow_mlp_width = None         # None: the source's mlp_width/n_embd ratio at the new width
+grow_method = 'top_left'      # 'top_left' | 'isotropic'
+grow_depth_mode = 'interleave'  # new blocks between the old ones | 'append'
+grow_noise = 1e-2             # std of the cancelling symmetry-breaking noise, relative to each weight's std
+grow_check_dtype = 'float64'  # the growth and its max |dlogits| check against the small model run in this dtype
+grow_tolerance = None         # max |dlogits| allowed; None: 1e-9 (float64) or 1e-4 (float32)
 # batch: tokens per iteration = gradient_accumulation_steps * batch_size * block_size, for any number of ranks
 batch_size = 12               # sequences per micro-step
 gradient_accumulation_steps = 1  # micro-steps per iteration, over all ranks (a multiple of the world size)
@@ -121,6 +138,14 @@ if not os.path.exists(meta_path):
     fail(f"{meta_path} not found: run a data/*/prepare.py script first, or pass --data_dir=DIR")
 with open(meta_path) as f:
     meta = json.load(f)
+if checkpoint_interval is not None and (checkpoint_interval <= 0 or checkpoint_interval % eval_interval):
+    fail(f"checkpoint_interval={checkpoint_interval} must be a positive multiple of eval_interval={eval_interval}: "
+         f"checkpoints are saved at evaluations")
+RUN_FILES = ('ckpt.pt', 'metrics.jsonl', 'train_config.json', 'model')  # what a run writes into out_dir
+if init_from != 'resume' and not eval_only and not overwrite and any(
+        os.path.exists(os.path.join(out_dir, f)) for f in RUN_FILES[:2]):
+    fail(f"out_dir {out_dir} already holds a run: continue it with --init_from=resume, choose another out_dir, or "
+         f"pass --overwrite=True to replace it")
 
 
 def load_tokens(split):
@@ -138,6 +163,20 @@ def get_batch(split, *key):
     return x, y
 
 
+@torch.no_grad()
+def estimate_val_loss(m):
+    """Mean loss of m over the eval_iters fixed val batches (seed 0: the same batches in every run)."""
+    m.eval()
+    losses = torch.zeros(eval_iters)
+    for k in range(eval_iters):
+        x, y = get_batch('val', k)
+        with autocast:
+            _, loss = m(x, y)
+        losses[k] = loss.item()
+    m.train()
+    return losses.mean().item()
+
+
 # -----------------------------------------------------------------------------
 # model
 torch.manual_seed(seed)
@@ -145,8 +184,16 @@ ckpt_path = os.path.join(out_dir, 'ckpt.pt')
 checkpoint = None
 shape = {k: v for k, v in dict(arch=arch, n_layer=n_layer, n_head=n_head, n_embd=n_embd, mlp_width=mlp_width,
                                 vocab_size=vocab_size, dropout=dropout).items() if v is not None}
+GROW_KEYS = ('grow_n_embd', 'grow_n_head', 'grow_n_layer', 'grow_mlp_width', 'grow_method', 'grow_depth_mode',
+             'grow_noise')
+growing = any(config[k] is not None for k in GROW_KEYS[:4])
+growth, provenance = None, {}  # the growth record (expand.grow); the source model directory's record
+origin = init_from            # what the run's training started from (a resume keeps its checkpoint's)
 try:
     if init_from == 'scratch':
+        if growing:
+            fail("the grow_* keys grow a pretrained model: set init_from to a model directory, hub id or "
+                 "checkpoint (for the grown shape from scratch, set n_embd/n_head/n_layer/mlp_width instead)")
         shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # round up: matmul-friendly
         if block_size is not None:
             shape['block_size'] = block_size
@@ -164,8 +211,18 @@ try:
         if clash:
             fail(f"{ckpt_path} holds a model with {({k: checkpoint['model_args'].get(k) for k in clash})}, not "
                  f"{clash}: resume takes the shape from the checkpoint; drop those keys")
+        growth, provenance = checkpoint.get('growth'), checkpoint.get('provenance') or {}
+        origin = checkpoint.get('origin', origin)
+        if growing:  # the grown model is in the checkpoint: it is restored, never grown again
+            saved = checkpoint['config']
+            clash = {k: saved.get(k) for k in GROW_KEYS if saved.get(k) != config[k]}
+            if clash:
+                fail(f"{ckpt_path} was {'grown with ' + str(clash) if growth else 'not grown'}, not with "
+                     f"{({k: config[k] for k in clash})}: resume restores the checkpoint's model and does not grow "
+                     f"it again; drop the grow_* keys or use the checkpoint's")
     else:  # weights only: a fresh optimizer and schedule
-        model, _ = load_model(init_from)
+        model, source = load_model(init_from)
+        provenance = source['record']
         if set(shape) - {'dropout'}:
             fail(f"init_from={init_from!r} takes the shape from the model; drop {sorted(set(shape) - {'dropout'})}")
         model.config.dropout = dropout
@@ -176,7 +233,6 @@ try:
                 m.dropout = dropout
 except (ValueError, TypeError, FileNotFoundError) as e:
     fail(e)
-raw_model = model  # the plain GPT: state_dict, pruning, evaluation, saving
 if block_size is None:
     block_size = model.config.block_size
     config['block_size'] = block_size
@@ -187,6 +243,28 @@ if meta['vocab_size'] > model.config.vocab_size:
          f"{model.config.vocab_size}: use a dataset made with the model's tokenizer")
 if len(load_tokens('train')) <= block_size or len(load_tokens('val')) <= block_size:
     fail(f"{data_dir}: a split has fewer than block_size+1={block_size + 1} tokens")
+if growing and checkpoint is None:
+    # grown on the CPU in grow_check_dtype, before compile and DDP (every rank grows the same model from the same
+    # seed); exactness is measured on real text: 4 sequences of val batch 0, up to 256 tokens each
+    from expand import grow, describe
+    small_val_loss = estimate_val_loss(model.to(device)) if master else None
+    model.cpu()
+    idx = get_batch('val', 0)[0][:4, :256].cpu()
+    small = model.config
+    try:
+        model, growth = grow(model, idx, grow_n_embd, grow_n_head, grow_n_layer, grow_mlp_width, grow_method,
+                             grow_depth_mode, grow_noise, seed, grow_check_dtype, grow_tolerance)
+    except ValueError as e:
+        fail(e)
+    growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss,
+                  **({'parent': provenance} if provenance else {}))
+    provenance = {}  # now the growth record's parent
+    if master:
+        print(f"grew {describe(small)} -> {describe(model.config)} ({grow_method}, {growth['seconds']:.1f}s): "
+              f"max |dlogits| {growth['max_abs_dlogits']:.3e} against the small model ({grow_check_dtype}, "
+              f"{growth['check_tokens']} val tokens; tolerance {growth['tolerance']:g}); small model val loss "
+              f"{small_val_loss:.4f}")
+raw_model = model  # the plain GPT: state_dict, pruning, evaluation, saving
 model.to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 pruner = None
@@ -234,19 +312,6 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
-@torch.no_grad()
-def estimate_val_loss():
-    fwd_model.eval()
-    losses = torch.zeros(eval_iters)
-    for k in range(eval_iters):
-        x, y = get_batch('val', k)
-        with autocast:
-            _, loss = fwd_model(x, y)
-        losses[k] = loss.item()
-    fwd_model.train()
-    return losses.mean().item()
-
-
 def save_checkpoint():
     """Temp file + fsync + rename: a crash mid-save leaves the previous ckpt.pt whole."""
     np_state = np.random.get_state()
@@ -257,9 +322,13 @@ def save_checkpoint():
         rng['cuda'] = torch.cuda.get_rng_state()
     ckpt = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=asdict(raw_model.config),
                 config=config, iter_num=iter_num, tokens=iter_num * tokens_per_iter, best_val_loss=best_val_loss,
-                rng=rng)
+                rng=rng, origin=origin)
     if pruner is not None:
         ckpt['pruner'] = pruner.state_dict()
+    if growth is not None:
+        ckpt['growth'] = growth
+    if provenance:
+        ckpt['provenance'] = provenance
     tmp = ckpt_path + '.tmp'
     with open(tmp, 'wb') as f:
         torch.save(ckpt, f)
@@ -277,7 +346,7 @@ def log_metrics(record):
 
 def evaluate_and_save():
     global best_val_loss
-    val_loss = estimate_val_loss()
+    val_loss = estimate_val_loss(fwd_model)
     if not math.isfinite(val_loss):
         fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good "
              f"state (try a lower learning_rate or more warmup_iters)")
@@ -287,7 +356,8 @@ def evaluate_and_save():
         record.update(pruner.stats())
     print(f"iter {iter_num}: val loss {val_loss:.4f}")
     log_metrics(record)
-    if iter_num > 0 and (val_loss < best_val_loss or always_save_checkpoint):
+    due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
+    if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
         best_val_loss = min(best_val_loss, val_loss)
         save_checkpoint()
 
@@ -295,13 +365,21 @@ def evaluate_and_save():
 # -----------------------------------------------------------------------------
 if eval_only:
     if master:
-        print(f"val loss {estimate_val_loss():.4f}")
+        print(f"val loss {estimate_val_loss(fwd_model):.4f}")
     sys.exit(0)  # an evaluation writes nothing
 if master:
+    if init_from != 'resume' and overwrite:  # replace the previous run (checked at start: only with overwrite)
+        for f in RUN_FILES:
+            path = os.path.join(out_dir, f)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.exists(path):
+                os.remove(path)
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, 'train_config.json'), 'w') as f:
         json.dump(dict(config=config, model_args=asdict(raw_model.config), world_size=world_size,
-                       tokens_per_iter=tokens_per_iter, dataset=meta.get('source')), f, indent=1)
+                       tokens_per_iter=tokens_per_iter, flops_per_token=raw_model.flops_per_token(block_size),
+                       params=raw_model.param_counts(), dataset=meta.get('source'), growth=growth), f, indent=1)
     print(f"model: {raw_model.param_counts()} | {tokens_per_iter:,} tokens/iter over {world_size} rank(s)")
     if wandb_log:
         import wandb
@@ -368,10 +446,10 @@ while iter_num < max_iters:
         t0 += time.time() - t_eval  # evaluation time is not training throughput
 
 if master and save_hf:
-    raw_model.save_pretrained(os.path.join(out_dir, 'model'),
-                              extra_meta=dict(data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
-                                              **(pruner.stats() if pruner is not None else {})),
-                              replace=True)
+    # provenance: the source directory's record, or for a grown run the growth (with that record as its parent)
+    record = dict(growth or provenance, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
+                  **(pruner.stats() if pruner is not None else {}))
+    raw_model.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, replace=True)
 if ddp:
     dist.barrier()  # rank 0 may still be evaluating and saving
     dist.destroy_process_group()

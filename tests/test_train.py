@@ -17,9 +17,15 @@ TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_emb
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 
 
+SHAPE = ('--n_layer=', '--n_head=', '--n_embd=')
+
+
 def train(*args, torchrun=False, check=True, env=None):
+    # a run from a pretrained model takes its shape from that model: TINY's shape keys only go to runs from scratch
+    pretrained = any(a.startswith('--init_from=') and a != '--init_from=resume' for a in args)
+    tiny = [a for a in TINY if not a.startswith(SHAPE)] if pretrained else TINY
     cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun
-           else [sys.executable]) + ['train.py', *TINY, *args]
+           else [sys.executable]) + ['train.py', *tiny, *args]
     r = subprocess.run(cmd, cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=300)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
@@ -163,3 +169,104 @@ def test_wandb_offline(data_dir, tmp_path):
     assert len(losses) == 4 + 3
     for loss in losses:
         assert json.dumps(loss).encode() in log, loss
+
+
+# ------------------------------------------------------------------ growth in train.py (Recipe 2 in one command)
+GROW = ['--grow_n_embd=64', '--grow_n_layer=3', '--grow_method=isotropic']
+
+
+def test_growth_in_train_equals_expand_then_init_from(data_dir, tmp_path):
+    """train.py's in-process growth gives bit-identical weights to expand.py followed by init_from=<its directory>:
+    both grow in float64 from the same float32 weights with the same seed. Two iterations of training from either
+    are bit-identical too, and the grown run's step-0 val loss is the small model's (float32, 1e-5)."""
+    small, grown_dir = str(tmp_path / 'small'), str(tmp_path / 'grown_dir')
+    common = [f'--data_dir={data_dir}', '--eval_interval=2']
+    train(*common, f'--out_dir={small}', '--max_iters=4')
+    r = train(*common, f'--out_dir={tmp_path / "in"}', f'--init_from={small}', '--max_iters=2', '--save_hf=True',
+              *GROW)
+    assert 'grew 2L 2H x 16 = 32' in r.stdout and 'max |dlogits|' in r.stdout
+    e = subprocess.run([sys.executable, 'expand.py', f'--init_from={small}', f'--out_dir={grown_dir}',
+                        '--n_embd=64', '--n_layer=3', '--method=isotropic'], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert e.returncode == 0, e.stderr
+    train(*common, f'--out_dir={tmp_path / "ex"}', f'--init_from={grown_dir}', '--max_iters=2')
+    a, b = load_ckpt(str(tmp_path / 'in')), load_ckpt(str(tmp_path / 'ex'))
+    assert a['model'].keys() == b['model'].keys()
+    for k in a['model']:
+        assert torch.equal(a['model'][k], b['model'][k]), k
+    (ta, va), (tb, vb) = metrics(str(tmp_path / 'in')), metrics(str(tmp_path / 'ex'))
+    assert [r['train_loss'] for r in ta.values()] == [r['train_loss'] for r in tb.values()] and va == vb
+
+    # step 0 of the grown run is the small model: the same val batches, float32
+    small_val = metrics(small)[1][4]
+    assert va[0] == pytest.approx(small_val, abs=1e-5, rel=0)
+    with open(tmp_path / 'in' / 'train_config.json') as f:
+        growth = json.load(f)['growth']
+    assert growth['small_val_loss'] == small_val and growth['max_abs_dlogits'] <= 1e-9
+    assert growth['expanded_from'] == small and growth['method'] == 'isotropic'
+    assert growth['source']['n_embd'] == 32 and growth['target']['n_embd'] == 64 and growth['layer_map'] == [0, 1, None]
+    with open(tmp_path / 'in' / 'model' / 'config.json') as f:
+        record = json.load(f)['growing_sparse']  # the exported model's provenance
+    assert record['method'] == 'isotropic' and record['max_abs_dlogits'] == growth['max_abs_dlogits']
+    assert record['trained_from'] == small and record['iter_num'] == 2
+
+
+def test_grown_run_resumes_without_growing_again(data_dir, tmp_path):
+    """A killed grown run resumes from ckpt.pt (the grown weights), not by growing the small model again: 2 + 2
+    iterations equal 4 straight. Other grow settings on resume, or a tolerance the growth cannot meet, are refused."""
+    small, a, b = str(tmp_path / 'small'), str(tmp_path / 'a'), str(tmp_path / 'b')
+    common = [f'--data_dir={data_dir}', '--eval_interval=2', f'--init_from={small}', *GROW]
+    train(f'--data_dir={data_dir}', f'--out_dir={small}', '--max_iters=2', '--eval_interval=2')
+    train(*common, f'--out_dir={a}', '--max_iters=2')
+    r = train(*common, f'--out_dir={a}', '--max_iters=4', '--init_from=resume')
+    assert 'grew' not in r.stdout
+    train(*common, f'--out_dir={b}', '--max_iters=4')
+    (ta, va), (tb, vb) = metrics(a), metrics(b)
+    assert [r['train_loss'] for r in ta.values()] == [r['train_loss'] for r in tb.values()] and va == vb
+    ca, cb = load_ckpt(a), load_ckpt(b)
+    for k in cb['model']:
+        assert torch.equal(ca['model'][k], cb['model'][k]), k
+    assert ca['growth']['expanded_from'] == small
+    with open(os.path.join(a, 'train_config.json')) as f:
+        assert json.load(f)['growth']['max_abs_dlogits'] == ca['growth']['max_abs_dlogits']  # kept on resume
+
+    r = train(*common, f'--out_dir={a}', '--max_iters=6', '--init_from=resume', '--grow_n_embd=96', check=False)
+    assert r.returncode == 1 and 'does not grow it again' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    r = train(*common, f'--out_dir={tmp_path / "c"}', '--max_iters=2', '--grow_tolerance=1e-30', check=False)
+    assert r.returncode == 1 and 'not function-preserving' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert not os.path.exists(tmp_path / 'c')
+    r = train(f'--data_dir={data_dir}', f'--out_dir={tmp_path / "d"}', '--grow_n_embd=64', check=False)
+    assert r.returncode == 1 and 'grow a pretrained model' in r.stderr
+
+
+def test_out_dir_with_a_run_is_not_overwritten(data_dir, tmp_path):
+    """A fresh run refuses an out_dir that holds a run; overwrite=True replaces it; checkpoint_interval saves
+    checkpoints only at its multiples and at the end."""
+    out = str(tmp_path / 'out')
+    common = [f'--data_dir={data_dir}', f'--out_dir={out}', '--eval_interval=2']
+    train(*common, '--max_iters=6', '--checkpoint_interval=4')
+    assert load_ckpt(out)['iter_num'] == 6
+    before = open(os.path.join(out, 'metrics.jsonl')).read()
+    r = train(*common, '--max_iters=2', check=False)
+    assert r.returncode == 1 and 'already holds a run' in r.stderr
+    assert open(os.path.join(out, 'metrics.jsonl')).read() == before and load_ckpt(out)['iter_num'] == 6
+    train(*common, '--max_iters=2', '--overwrite=True')
+    assert load_ckpt(out)['iter_num'] == 2 and sorted(metrics(out)[1]) == [0, 2]
+    r = train(*common, '--max_iters=2', '--overwrite=True', '--checkpoint_interval=3', check=False)
+    assert r.returncode == 1 and 'multiple of eval_interval' in r.stderr
+    # checkpoint_interval=4 over 6 iterations: saved at 4 and at the end, not at 2
+    out2 = str(tmp_path / 'out2')
+    driver = ("import runpy, sys, torch\n"
+              "saved = []\n"
+              "real = torch.save\n"
+              "torch.save = lambda obj, f, *a, **k: (saved.append(obj['iter_num']), real(obj, f, *a, **k))[1]\n"
+              "sys.argv = ['train.py'] + sys.argv[1:]\n"
+              "try:\n"
+              "    runpy.run_path('train.py', run_name='__main__')\n"
+              "finally:\n"
+              "    print('saved', saved)\n")
+    r = subprocess.run([sys.executable, '-c', driver, *TINY, f'--data_dir={data_dir}', f'--out_dir={out2}',
+                        '--eval_interval=2', '--max_iters=6', '--checkpoint_interval=4'], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'saved [4, 6]' in r.stdout
