@@ -41,8 +41,21 @@ expand_n_layer = None
 expand_methods = ['top_left', 'isotropic']
 out_json = None
 # -----------------------------------------------------------------------------
-from configurator import configure
-config = configure(globals())
+from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, between, one_of,
+                          device as device_rule)
+from model import PRESETS
+config = configure(globals(), rules=dict(
+    mode=one_of('train', 'sparse24', 'expand'), model_preset=one_of(*PRESETS), batch_size=positive,
+    block_size=positive, device=device_rule, dtype=one_of('float32', 'bfloat16', 'float16'), warmup_iters=non_negative,
+    num_iters=positive, final_sparsity=between(0, 1, hi_open=True), seed=non_negative, sparse24_tokens=positive,
+    expand_n_embd=positive, expand_n_layer=positive))
+if real_data and not data_dir:
+    fail("real_data=True reads data_dir/train.bin: pass --data_dir=<prepared dataset>", CONFIG_ERROR)
+if block_size > preset_config(model_preset).block_size and mode == 'train':
+    fail(f"block_size={block_size} exceeds {model_preset}'s context of {preset_config(model_preset).block_size}",
+         CONFIG_ERROR)
+if not set(expand_methods) <= {'top_left', 'isotropic'}:
+    fail(f"expand_methods={expand_methods!r}: use 'top_left' and/or 'isotropic'", CONFIG_ERROR)
 torch.manual_seed(seed)
 device_type = 'cuda' if 'cuda' in device else 'cpu'
 if device_type == 'cuda':
@@ -60,8 +73,11 @@ def sync():
 def get_batch():
     if real_data:
         import numpy as np
-        meta = json.load(open(f'{data_dir}/meta.json'))
-        data = np.memmap(f'{data_dir}/train.bin', dtype=meta['dtype'], mode='r')
+        from data import open_tokens, read_meta
+        try:
+            data = open_tokens(data_dir, 'train', read_meta(data_dir))
+        except (ValueError, FileNotFoundError) as e:
+            fail(e)
         ix = torch.randint(len(data) - block_size - 1, (batch_size,))
         x = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix])
         return x[:, :-1].to(device), x[:, 1:].to(device)
@@ -185,8 +201,6 @@ elif mode == 'expand':
               f"{seconds:.1f} s, max |dlogits| {row['max_dlogits_fp32']:.1e} (float32)")
         del big
         gc.collect()
-else:
-    raise SystemExit(f"error: unknown mode {mode!r}: use 'train', 'sparse24' or 'expand'")
 
 if out_json:
     with open(out_json, 'w') as f:

@@ -21,7 +21,6 @@ standard LayerNorm absorbs exactly: eps' = rho^2*eps and gains' = rho*gains. The
 import copy
 import math
 import os
-import sys
 import time
 from collections import namedtuple
 from dataclasses import replace
@@ -32,13 +31,13 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from model import GPT, load_model  # noqa: E402
+from model import GPT, check_replaceable, load_model  # noqa: E402
 from data.tokenizer import tokenizer_record  # noqa: E402
 
 # -----------------------------------------------------------------------------
 init_from = None              # HF model dir | hub id | train.py checkpoint (ckpt.pt, or the out_dir holding one)
 out_dir = None                # where the grown model's HF directory is written
-overwrite = False             # True: replace a non-empty out_dir
+overwrite = False             # True: replace out_dir if it is a model directory this codebase wrote
 method = 'top_left'           # 'top_left' | 'isotropic'
 depth_mode = 'interleave'     # 'interleave': new identity blocks spread between old ones | 'append': at the end
 n_embd = None                 # target width; None: from n_head * head_size, or the source's
@@ -344,19 +343,21 @@ def describe(c):
 TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt')
 
 if __name__ == '__main__':
-    from configurator import configure
-    config = configure(globals())
-
-    def fail(msg):
-        print(f"expand.py: {msg}", file=sys.stderr)
-        sys.exit(1)
-
+    from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, one_of)
+    config = configure(globals(), rules=dict(
+        init_from=non_empty, out_dir=non_empty, method=one_of('top_left', 'isotropic'),
+        depth_mode=one_of('interleave', 'append'), n_embd=positive, n_head=positive, n_layer=positive,
+        mlp_width=positive, noise=non_negative, seed=non_negative, check_dtype=one_of('float64', 'float32'),
+        tolerance=non_negative, check_batch=positive, check_len=positive))
     if not init_from or not out_dir:
-        fail("set --init_from (a model directory, hub id or train.py checkpoint) and --out_dir")
-    if os.path.isfile(out_dir) or (os.path.isdir(out_dir) and os.listdir(out_dir) and not overwrite):
-        fail(f"out_dir {out_dir} exists and is not empty: pick another out_dir or pass --overwrite=True")
-    if check_dtype not in ('float32', 'float64'):
-        fail(f"check_dtype={check_dtype!r}: use 'float64' or 'float32'")
+        fail("set --init_from (a model directory, hub id or train.py checkpoint) and --out_dir", CONFIG_ERROR)
+    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)) and not overwrite:
+        fail(f"out_dir {out_dir} exists and is not empty: pick another out_dir, or pass --overwrite=True to replace "
+             f"a model directory this codebase wrote")
+    try:
+        check_replaceable(out_dir)
+    except ValueError as e:
+        fail(e)
     try:
         model, source = load_model(init_from)
         c = model.config

@@ -458,8 +458,6 @@ def check_config():
         raise ExperimentError("set small or small_pretrain, not both")
     if not all(isinstance(a, str) and a.startswith('--') and '=' in a for a in common):
         raise ExperimentError("common takes --key=value arguments only (config files go in each arm)")
-    if not isinstance(parallel, int) or parallel < 1:
-        raise ExperimentError(f"parallel={parallel!r} must be a positive integer")
     if only is not None and (not isinstance(only, (list, tuple)) or set(only) - set(arms)):
         raise ExperimentError(f"only={only!r}: give a list of arm names from {sorted(arms)}")
     if not launcher.strip():
@@ -467,10 +465,14 @@ def check_config():
 
 
 def main():
-    from configurator import configure
-    configure(globals())
+    from configurator import configure, fail, CONFIG_ERROR, INTERRUPTED, positive, non_empty
+    configure(globals(), rules=dict(exp_dir=non_empty, small=non_empty, small_pretrain_tokens=positive,
+                                    launcher=non_empty, parallel=positive))
     try:
         check_config()
+    except ExperimentError as e:
+        fail(e, CONFIG_ERROR)
+    try:
         small_model = small if small is not None else os.path.join(exp_dir, SMALL)
         runs = [Run(name, train_args(args, small_model)) for name, args in arms.items()]
         pre = [Run(SMALL, train_args(small_pretrain, small_model))] if small_pretrain else []
@@ -484,12 +486,10 @@ def main():
         else:
             write_summary(present if only is not None else list(arms))
     except ExperimentError as e:
-        print(f"experiment.py: {e}", file=sys.stderr)
-        sys.exit(1)
+        fail(e)
     except KeyboardInterrupt:
-        print("experiment.py: interrupted; rerun the same command to continue (finished arms are kept, the others "
-              "resume from their checkpoints)", file=sys.stderr)
-        sys.exit(130)
+        fail("interrupted; rerun the same command to continue (finished arms are kept, the others resume from their "
+             "checkpoints)", INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -268,9 +268,10 @@ class GPT(nn.Module):
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
-                 generator=None):
+                 generator=None, vocab_size=None):
         """Sample continuations. With the cache, each step feeds one token; once the context outgrows
-        block_size the window slides, every position shifts, and the window is re-encoded each step."""
+        block_size the window slides, every position shifts, and the window is re-encoded each step.
+        vocab_size: sample only ids below it (a vocabulary padded past the tokenizer's has ids no text decodes to)."""
         kv_cache = None
         for _ in range(max_new_tokens):
             window = idx[:, -self.config.block_size:]
@@ -283,7 +284,11 @@ class GPT(nn.Module):
                     logits, _ = self(idx[:, -1:], kv_cache=kv_cache)
             else:
                 logits, _ = self(window)
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            logits = logits[:, -1, :]
+            if vocab_size is not None and vocab_size < logits.size(-1):
+                logits = logits.clone()
+                logits[:, vocab_size:] = -float('inf')
+            idx_next = sample_next(logits, temperature, top_k, top_p, generator)
             idx = torch.cat((idx, idx_next), dim=1)
         return idx
 
@@ -292,9 +297,8 @@ class GPT(nn.Module):
     def from_pretrained(cls, name_or_path, dtype=torch.float32):
         """A local HF directory (config.json + *.safetensors or pytorch_model.bin) or a hub id."""
         path = resolve_model_dir(name_or_path)
-        with open(os.path.join(path, 'config.json')) as f:
-            hf = json.load(f)
-        config = config_from_hf(hf, source=path)
+        hf = read_config_json(path)
+        config = config_from_hf(hf, source=os.path.join(path, 'config.json'))
         model = cls(config)
         sd = hf_to_state_dict(load_hf_weights(path), config)
         ours = model.state_dict()
@@ -342,13 +346,22 @@ class GPT(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's datasheets, most specific name first: the PCIe and NVL H100s
+# run at lower clocks and power than the SXM part
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H200 NVL', 835e12), ('GH200', 989e12),
+              ('H100', 989e12), ('H200', 989e12), ('A100', 312e12), ('L40S', 362e12))
+
+
 def peak_flops(device):
     """Dense bf16 tensor-core peak of the GPU, for MFU; None on CPU or an unknown GPU."""
     if torch.device(device).type != 'cuda':
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, flops in (('H100', 989e12), ('H200', 989e12), ('GH200', 989e12), ('A100', 312e12), ('L40S', 362e12)):
-        if key in name:
+    return peak_flops_of(torch.cuda.get_device_name(device))
+
+
+def peak_flops_of(name):
+    for key, flops in PEAK_FLOPS:
+        if key.lower() in name.lower():
             return flops
     return None
 
@@ -391,12 +404,41 @@ def load_model(init_from):
         return model, dict(path=ckpt, checkpoint=checkpoint, record={})
     path = resolve_model_dir(init_from)
     model = GPT.from_pretrained(path)
-    with open(os.path.join(path, 'config.json')) as f:
-        record = json.load(f).get('growing_sparse') or {}
+    record = read_config_json(path).get('growing_sparse') or {}
     return model, dict(path=path, checkpoint=None, record=record)
 
 
 # -------------------------------------------------------------------- HF format conversion
+MODEL_DIR_FILES = {'config.json', 'model.safetensors', 'generation_config.json', 'tokenizer.json',
+                   'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt'}
+
+
+def check_replaceable(out_dir):
+    """ValueError unless out_dir may be replaced by a new model directory: it does not exist, is empty, or is a model
+    directory this codebase wrote (a config.json with a growing_sparse record, and model files only). Never the
+    working directory or a folder holding it."""
+    path, cwd = os.path.realpath(out_dir), os.path.realpath(os.getcwd())
+    if cwd == path or cwd.startswith(path.rstrip(os.sep) + os.sep):
+        raise ValueError(f"out_dir {out_dir} is the working directory or one of its parents: choose a new directory")
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise ValueError(f"out_dir {out_dir} is a file: choose a directory")
+    names = set(os.listdir(path))
+    if not names:
+        return
+    try:
+        with open(os.path.join(path, 'config.json')) as f:
+            ours = 'growing_sparse' in json.load(f)
+    except (OSError, ValueError):
+        ours = False
+    others = sorted(names - MODEL_DIR_FILES)
+    if not ours or others:
+        what = f"other files ({', '.join(others[:3])})" if others else "a model this codebase did not write"
+        raise ValueError(f"out_dir {out_dir} holds {what}: overwrite only replaces an empty directory or a model "
+                         f"directory written here; choose a new directory")
+
+
 def resolve_model_dir(name_or_path):
     if os.path.isdir(name_or_path):
         if not os.path.exists(os.path.join(name_or_path, 'config.json')):
@@ -405,33 +447,66 @@ def resolve_model_dir(name_or_path):
     if os.path.exists(name_or_path) or name_or_path.startswith(('.', '/')):
         raise FileNotFoundError(f"{name_or_path}: no such model directory")
     try:
-        from huggingface_hub import snapshot_download
-        return snapshot_download(name_or_path, allow_patterns=['config.json', '*.safetensors', '*.json',
-                                                               'pytorch_model*.bin'])
+        import huggingface_hub
+        # the weights in one format only: safetensors where the repository has them (most have both, and the
+        # .bin files would double the download), else pytorch_model*.bin
+        try:
+            files = huggingface_hub.list_repo_files(name_or_path)
+            weights = ['*.safetensors'] if any(f.endswith('.safetensors') for f in files) else ['pytorch_model*.bin']
+        except Exception:  # offline: whatever the local cache holds
+            weights = ['*.safetensors', 'pytorch_model*.bin']
+        return huggingface_hub.snapshot_download(name_or_path, allow_patterns=['*.json', 'merges.txt', *weights])
     except Exception as e:
         raise FileNotFoundError(f"{name_or_path!r} is not a local directory and could not be fetched from the "
                                 f"Hugging Face hub ({type(e).__name__}: {e}); pass a local path or check the "
                                 f"network") from None
 
 
+def read_config_json(path):
+    """A model directory's config.json as a dict, or ValueError naming the file."""
+    file = os.path.join(path, 'config.json')
+    try:
+        with open(file, encoding='utf-8') as f:
+            hf = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{file} is not valid JSON ({getattr(e, 'msg', e)}): restore or re-export the model") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{file} is not a JSON object: restore or re-export the model")
+    return hf
+
+
 def load_hf_weights(path):
     files = sorted(f for f in os.listdir(path) if f.endswith('.safetensors'))
-    if files:
-        from safetensors.torch import load_file
-        sd = {}
-        for f in files:
-            sd.update(load_file(os.path.join(path, f)))
-        return sd
-    bins = sorted(f for f in os.listdir(path) if f.startswith('pytorch_model') and f.endswith('.bin'))
-    if not bins:
+    if not files:
+        files = sorted(f for f in os.listdir(path) if f.startswith('pytorch_model') and f.endswith('.bin'))
+    if not files:
         raise FileNotFoundError(f"{path}: no *.safetensors or pytorch_model*.bin weights next to config.json")
     sd = {}
-    for f in bins:
-        sd.update(torch.load(os.path.join(path, f), map_location='cpu', weights_only=True))
+    for f in files:
+        try:
+            if f.endswith('.safetensors'):
+                from safetensors.torch import load_file
+                sd.update(load_file(os.path.join(path, f)))
+            else:
+                sd.update(torch.load(os.path.join(path, f), map_location='cpu', weights_only=True))
+        except Exception as e:  # safetensors and torch raise their own error types for a damaged file
+            raise ValueError(f"{os.path.join(path, f)} cannot be read ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else 'damaged'}): restore or re-export the "
+                             f"model") from None
     return sd
 
 
 def config_from_hf(hf, source='config'):
+    try:
+        return _config_from_hf(hf, source)
+    except KeyError as e:
+        raise ValueError(f"{source} lacks the field {e.args[0]!r}: not a complete {hf.get('model_type')} config; "
+                         f"restore or re-export the model") from None
+    except TypeError as e:
+        raise ValueError(f"{source}: a field has the wrong type ({e}): restore or re-export the model") from None
+
+
+def _config_from_hf(hf, source):
     mt = hf.get('model_type')
     if mt == 'gpt_neox':
         rope = hf.get('rope_parameters') or hf.get('rope_scaling') or {}

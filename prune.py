@@ -15,16 +15,16 @@ import math
 import os
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from data import sample_batch
+from data import open_tokens, read_meta, sample_batch
 
 # -----------------------------------------------------------------------------
 # one-shot CLI defaults (read by configure(globals()) in main(); importing prune changes nothing)
 init_from = None              # a Hugging Face model directory, a train.py out_dir, or a ckpt.pt path
-out_dir = None                # the pruned model directory (must not exist, or be empty)
+out_dir = None                # the pruned model directory (new or empty; see overwrite)
+overwrite = False             # True: replace out_dir if it is a model directory this codebase wrote
 sparsity = 0.5                # fraction of the linear weights set to zero; N:M patterns fix it at 1 - N/M
 scope = 'global'              # 'global': one threshold over all layers | 'layer': each layer at `sparsity` | 'row'
 pattern = 'unstructured'      # 'unstructured' or 'N:M' (keep N of every M consecutive inputs), e.g. '2:4'
@@ -160,7 +160,8 @@ def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
     """Keep masks {name: bool} pruning a fraction `sparsity` of the weights by lowest score.
     scope 'global': floor(s*N+.5) over all N weights together; 'layer': per tensor; 'row': per output row.
     nm=(n, m): each group of m consecutive inputs loses min(m-n, round(s*m)); at s = 1 - n/m exactly n:m.
-    masks: the current keep masks; their pruned weights stay pruned (counted in the target, never revived)."""
+    masks: the current keep masks; their pruned weights stay pruned (counted in the target, never revived, even
+    when the target is below the sparsity they already have)."""
     check_sparsity(sparsity)
     if scope not in _SCOPES:
         raise ValueError(f"scope={scope!r}: use 'global', 'layer' or 'row'")
@@ -170,16 +171,20 @@ def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
         n, m = nm
         check_nm(scores, nm)
         k = min(m - n, n_pruned(sparsity, m))
-        return {name: ~lowest_k(s.reshape(-1, m), k).view(s.shape) for name, s in scores.items()}
-    if scope == 'row':
-        return {name: ~lowest_k(s, n_pruned(sparsity, s.size(1))) for name, s in scores.items()}
-    if scope == 'layer':
-        return {name: ~lowest_k(s.reshape(1, -1), n_pruned(sparsity, s.numel())).view(s.shape)
+        keep = {name: ~lowest_k(s.reshape(-1, m), k).view(s.shape) for name, s in scores.items()}
+    elif scope == 'row':
+        keep = {name: ~lowest_k(s, n_pruned(sparsity, s.size(1))) for name, s in scores.items()}
+    elif scope == 'layer':
+        keep = {name: ~lowest_k(s.reshape(1, -1), n_pruned(sparsity, s.numel())).view(s.shape)
                 for name, s in scores.items()}
-    flat = torch.cat([s.reshape(-1) for s in scores.values()])[None]
-    keep = ~lowest_k(flat, n_pruned(sparsity, flat.numel()))[0]
-    return {name: part.view(s.shape) for (name, s), part in
-            zip(scores.items(), keep.split([s.numel() for s in scores.values()]))}
+    else:
+        flat = torch.cat([s.reshape(-1) for s in scores.values()])[None]
+        kept = ~lowest_k(flat, n_pruned(sparsity, flat.numel()))[0]
+        keep = {name: part.view(s.shape) for (name, s), part in
+                zip(scores.items(), kept.split([s.numel() for s in scores.values()]))}
+    if masks is not None:  # a quota below what is already pruned must not bring weights back
+        keep = {name: k & masks[name].to(k.device) for name, k in keep.items()}
+    return keep
 
 
 # ----------------------------------------------------------------------------- schedules
@@ -197,8 +202,11 @@ def is_event(t, prune_start, prune_end, prune_every):
 
 
 def cubic_sparsity(t, final_sparsity, prune_start, prune_end, prune_every, initial_sparsity=0.0):
-    """Zhu & Gupta (2017): s = s_f + (s_i - s_f)(1 - (t_k - t_0)/(n dt))^3 at the last event t_k <= t; 0 before
-    t_0. The event at t_0 takes the model to s_i (a no-op for s_i = 0), the one at prune_end to s_f."""
+    """Zhu & Gupta (2017) as TensorFlow Model Optimization's PolynomialDecay computes it:
+    s = s_f + (s_i - s_f)(1 - (t_k - t_0)/(t_end - t_0))^3 at the last event t_k <= t (t_0 = prune_start,
+    t_end = prune_end); 0 before t_0. The event at t_0 takes the model to s_i (a no-op for s_i = 0), the one at
+    prune_end to s_f. When prune_end is off the grid of events, the last regular event t_n-1 is still scaled by
+    t_end - t_0 (not by n * prune_every), so the final event's step is the remainder."""
     k, n = _last_event(t, prune_start, prune_end, prune_every)
     if k < 0:
         return 0.0
@@ -324,6 +332,13 @@ class Pruner:
                     linear_params=self.linear_params, avg_linear_params=avg,
                     avg_density=avg / self.linear_params, target_sparsity=self.target(t))
 
+    @torch.no_grad()
+    def set_masks(self, keep):
+        """Start from these keep masks {name: bool}, e.g. a pruned model's non-zeros: its pruned weights stay 0."""
+        self.masks = [keep[n].to(device=w.device, dtype=w.dtype) for n, w in zip(self.names, self.weights)]
+        self.live = int(sum(int(keep[n].sum()) for n in self.names))
+        torch._foreach_mul_(self.weights, self.masks)
+
     def state_dict(self):
         return dict(settings=dict(self.settings), live=self.live, live_sum=self.live_sum, last_iter=self.last_iter,
                     masks=None if self.masks is None else
@@ -430,9 +445,8 @@ def layer_report(weights):
 
 def dataset_batches(data_dir, split, keys, batch_size, block_size, seed_):
     """(meta, [batch (batch_size, block_size + 1)]): the batches train.py draws for the same keys."""
-    with open(os.path.join(data_dir, 'meta.json')) as f:
-        meta = json.load(f)
-    data = np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=meta['dtype'], mode='r')
+    meta = read_meta(data_dir)
+    data = open_tokens(data_dir, split, meta)
     if len(data) <= block_size:
         raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size+1={block_size + 1}")
     out = [torch.from_numpy(sample_batch(data, seed_, key, batch_size, block_size)) for key in keys]
@@ -447,24 +461,32 @@ def val_loss(model, batches, dev):
 
 
 def main():
-    from configurator import configure
+    from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between, one_of,
+                              device as device_rule)
     from data.tokenizer import tokenizer_record
-    from model import load_model
-    config = configure(globals())
+    from model import check_replaceable, load_model
+    config = configure(globals(), rules=dict(
+        init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True), scope=one_of(*_SCOPES),
+        score=one_of(*_SCORES), data_dir=non_empty, batch_size=positive, block_size=positive, eval_iters=positive,
+        calib_batches=positive, device=device_rule, seed=non_negative))
     t0 = time.time()
-
-    def fail(msg):
-        raise SystemExit(f"error: {msg}")
     if init_from is None or out_dir is None:
-        fail("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new directory>")
-    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
-        fail(f"out_dir {out_dir} exists and is not empty: choose a new directory (nothing is overwritten)")
-    if score == 'wanda' and data_dir is None:
-        fail("score='wanda' weighs |W| by input activations: pass --data_dir=<prepared dataset> for calibration")
-    if data_dir is not None and not os.path.isfile(os.path.join(data_dir, 'meta.json')):
-        fail(f"{data_dir}/meta.json not found: run data/prepare.py first, or drop --data_dir")
+        fail("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new directory>",
+             CONFIG_ERROR)
     try:
         nm = check_settings(sparsity, scope, pattern, score, '--sparsity')
+    except ValueError as e:
+        fail(e, CONFIG_ERROR)
+    if score == 'wanda' and data_dir is None:
+        fail("score='wanda' weighs |W| by input activations: pass --data_dir=<prepared dataset> for calibration",
+             CONFIG_ERROR)
+    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)) and not overwrite:
+        fail(f"out_dir {out_dir} exists and is not empty: choose a new directory, or pass --overwrite=True to "
+             f"replace a model directory this codebase wrote")
+    try:
+        check_replaceable(out_dir)
+        if data_dir is not None:
+            read_meta(data_dir)
         model, source = load_model(init_from)
         ckpt = source['checkpoint']
         # a checkpoint of a pruning run: its pruned weights stay pruned whatever the new score says
@@ -478,16 +500,21 @@ def main():
         fail(e)
     model.to(device)
     T = block_size or min(model.config.block_size, 1024)
+    if T > model.config.block_size:
+        fail(f"block_size={T} exceeds the model's context of {model.config.block_size}", CONFIG_ERROR)
     val = calib = None
     if data_dir is not None:
-        meta, val = dataset_batches(data_dir, 'val', [(k,) for k in range(eval_iters)], batch_size, T, 0)
+        try:
+            meta, val = dataset_batches(data_dir, 'val', [(k,) for k in range(eval_iters)], batch_size, T, 0)
+            if score == 'wanda':  # train.py's key for iteration 2**31-1, which no run reaches: unseen batches
+                _, calib = dataset_batches(data_dir, 'train', [(2**31 - 1, k) for k in range(calib_batches)],
+                                           batch_size, T, seed)
+                calib = [b[:, :-1].to(device) for b in calib]
+        except (ValueError, FileNotFoundError) as e:
+            fail(e)
         if meta['vocab_size'] > model.config.vocab_size:
             fail(f"the dataset's tokenizer has {meta['vocab_size']} ids but the model only "
                  f"{model.config.vocab_size}: use a dataset made with the model's tokenizer")
-        if score == 'wanda':  # train.py's key for iteration 2**31-1, which no run reaches: unseen batches
-            _, calib = dataset_batches(data_dir, 'train', [(2**31 - 1, k) for k in range(calib_batches)],
-                                       batch_size, T, seed)
-            calib = [b[:, :-1].to(device) for b in calib]
     before = val_loss(model, val, device) if val else None
 
     with torch.no_grad():
@@ -522,7 +549,7 @@ def main():
         record['calib_tokens'] = calib_batches * batch_size * T
     meta = provenance
     meta['pruning'] = meta.get('pruning', []) + [record]
-    model.save_pretrained(out_dir, extra_meta=meta)  # out_dir is new or empty (checked above)
+    model.save_pretrained(out_dir, extra_meta=meta, replace=True)  # new, empty, or ours (checked above)
     print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}), "
           f"{time.time() - t0:.1f}s; config {json.dumps({k: config[k] for k in ('sparsity', 'scope', 'pattern', 'score')})}")
 

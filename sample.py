@@ -8,7 +8,6 @@ for a model directory its config.json "growing_sparse" record, else a tokenizer.
 the family's own (gpt2: GPT-2 BPE via tiktoken; gpt_neox: GPT-NeoX-20B, from tokenizer_path or the hub).
 """
 import os
-import sys
 
 import torch
 
@@ -30,13 +29,12 @@ use_cache = True              # KV cache; False recomputes the whole context for
 tokenizer = None              # None: from the model's metadata; or 'gpt2' | 'gpt-neox-20b' | 'char'
 tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead of the hub)
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
-config = configure(globals())
-
-
-def fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(1)
+from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between,  # noqa: E402
+                          one_of, nullable, device as device_rule)
+config = configure(globals(), rules=dict(
+    init_from=non_empty, num_samples=positive, max_new_tokens=non_negative, temperature=non_negative,
+    top_k=nullable(positive), top_p=between(0, 1, lo_open=True), seed=non_negative, device=device_rule,
+    dtype=one_of('float32', 'bfloat16', 'float16'), tokenizer=one_of('gpt2', 'gpt-neox-20b', 'pythia', 'char')))
 
 
 def make_tokenizer(model, meta, model_dir):
@@ -56,7 +54,7 @@ def make_tokenizer(model, meta, model_dir):
     if name == 'gpt2':
         return get_tokenizer('gpt2')
     fail(f"{model_dir}: config.json names tokenizer {name!r} but not its alphabet or file (its data_dir has no "
-         f"meta.json here): pass --tokenizer=... and --tokenizer_path=...")
+         f"meta.json here): pass --tokenizer=... and --tokenizer_path=...", CONFIG_ERROR)
 
 
 try:
@@ -70,10 +68,8 @@ except (ValueError, FileNotFoundError, RuntimeError) as e:
     fail(e)
 if tok.vocab_size > model.config.vocab_size:
     fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
-         f"this is not the model's tokenizer; pass the right --tokenizer")
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}.get(dtype)
-if ptdtype is None:
-    fail(f"dtype={dtype!r}: use 'float32', 'bfloat16' or 'float16'")
+         f"this is not the model's tokenizer; pass the right --tokenizer", CONFIG_ERROR)
+ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
 # inference only: the weights themselves in dtype, so the KV cache is in dtype too
 model.eval().to(device=device, dtype=ptdtype)
 
@@ -83,6 +79,8 @@ if start.startswith('FILE:'):
             start = f.read()
     except OSError as e:
         fail(f"cannot read the prompt file {start[5:]!r}: {e.strerror}")
+    except UnicodeDecodeError as e:
+        fail(f"the prompt file {start[5:]!r} is not UTF-8 text (byte {e.start}): save it as UTF-8")
 try:
     start_ids = tok.encode(start) or [tok.eot]  # an empty prompt starts a new document
 except ValueError as e:
@@ -92,11 +90,8 @@ generator = torch.Generator(device=device).manual_seed(seed)
 
 with torch.no_grad():
     for _ in range(num_samples):
+        # only the tokenizer's ids: a vocabulary padded to a multiple of 64 has ids no text decodes to
         y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           use_cache=use_cache, generator=generator)[0].tolist()
-        bad = sorted({i for i in y if i >= tok.vocab_size})
-        if bad:
-            fail(f"the model sampled ids {bad[:5]} that the {tok.name} tokenizer (vocab {tok.vocab_size}) cannot "
-                 f"decode: its vocab_size {model.config.vocab_size} includes padding ids it was never trained on")
+                           use_cache=use_cache, generator=generator, vocab_size=tok.vocab_size)[0].tolist()
         print(tok.decode(y))
         print('---------------')

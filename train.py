@@ -13,11 +13,13 @@ changing the number of ranks (same gradient_accumulation_steps) replays the same
 out_dir gets train_config.json (the resolved config), ckpt.pt (atomic), metrics.jsonl (one JSON object per line),
 and model/ (a Hugging Face directory) with save_hf=True.
 """
+import atexit
 import json
 import math
 import os
 import random
 import shutil
+import socket
 import sys
 import time
 from contextlib import nullcontext
@@ -28,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import sample_batch
+from data import open_tokens, read_meta, sample_batch
 from model import GPT, GPTConfig, load_model, preset_config, peak_flops
 
 # -----------------------------------------------------------------------------
@@ -98,14 +100,39 @@ wandb_log = False
 wandb_project = 'growing-sparse'
 wandb_run_name = None
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
-config = configure(globals())
-
-
-def fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(1)
-
+from configurator import (configure, fail, CONFIG_ERROR, INTERRUPTED, positive, non_negative, non_empty,  # noqa: E402
+                          between, one_of, nullable, device as device_rule)
+from model import PRESETS  # noqa: E402
+config = configure(globals(), rules=dict(
+    out_dir=non_empty, data_dir=non_empty, init_from=non_empty, eval_interval=positive,
+    checkpoint_interval=positive, eval_iters=positive, log_interval=positive,
+    model_preset=nullable(one_of(*PRESETS)), arch=one_of('gpt_neox', 'gpt2'), n_layer=positive, n_head=positive,
+    n_embd=positive, mlp_width=positive, vocab_size=positive, block_size=positive, dropout=between(0, 1, hi_open=True),
+    grow_n_embd=positive, grow_n_head=positive, grow_n_layer=positive, grow_mlp_width=positive,
+    grow_method=one_of('top_left', 'isotropic'), grow_depth_mode=one_of('interleave', 'append'),
+    grow_noise=non_negative, grow_check_dtype=one_of('float64', 'float32'), grow_tolerance=non_negative,
+    batch_size=positive, gradient_accumulation_steps=positive, learning_rate=positive, max_iters=non_negative,
+    weight_decay=non_negative, beta1=between(0, 1, hi_open=True), beta2=between(0, 1, hi_open=True),
+    grad_clip=non_negative, warmup_iters=non_negative, lr_decay_iters=positive, min_lr=non_negative,
+    final_sparsity=between(0, 1, hi_open=True), prune_start=non_negative, prune_end=non_negative,
+    prune_every=positive, prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
+    score=one_of('magnitude', 'balanced'), device=device_rule, dtype=one_of('bfloat16', 'float32'),
+    seed=non_negative))
+growing = any(config[k] is not None for k in ('grow_n_embd', 'grow_n_head', 'grow_n_layer', 'grow_mlp_width'))
+if checkpoint_interval is not None and checkpoint_interval % eval_interval:
+    fail(f"checkpoint_interval={checkpoint_interval} must be a multiple of eval_interval={eval_interval}: "
+         f"checkpoints are saved at evaluations", CONFIG_ERROR)
+if growing and init_from == 'scratch':
+    fail("the grow_* keys grow a pretrained model: set init_from to a model directory, hub id or checkpoint (for "
+         "the grown shape from scratch, set n_embd/n_head/n_layer/mlp_width instead)", CONFIG_ERROR)
+if final_sparsity > 0:
+    from prune import check_settings
+    try:
+        check_settings(final_sparsity, scope, pattern, score, 'final_sparsity')
+    except ValueError as e:
+        fail(e, CONFIG_ERROR)
+    if prune_end < prune_start:
+        fail(f"prune_end={prune_end} is before prune_start={prune_start}", CONFIG_ERROR)
 
 # distributed: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; every rank runs this whole script
 ddp = 'RANK' in os.environ
@@ -120,11 +147,9 @@ else:
 master = rank == 0
 if gradient_accumulation_steps % world_size:
     fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the world size "
-         f"{world_size}: each rank runs an equal share of the micro-steps")
+         f"{world_size}: each rank runs an equal share of the micro-steps", CONFIG_ERROR)
 local_steps = gradient_accumulation_steps // world_size
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-if dtype not in ('bfloat16', 'float32'):
-    fail(f"dtype={dtype!r}: use 'bfloat16' or 'float32'")
 autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if device_type == 'cuda' and dtype == 'bfloat16'
             else nullcontext())
 if device_type == 'cuda':
@@ -132,24 +157,57 @@ if device_type == 'cuda':
     torch.backends.cudnn.allow_tf32 = True
 
 # -----------------------------------------------------------------------------
-# data: np.memmap'd token ids; batches drawn from seeded generators, never from global RNG state
-meta_path = os.path.join(data_dir, 'meta.json')
-if not os.path.exists(meta_path):
-    fail(f"{meta_path} not found: run a data/*/prepare.py script first, or pass --data_dir=DIR")
-with open(meta_path) as f:
-    meta = json.load(f)
-if checkpoint_interval is not None and (checkpoint_interval <= 0 or checkpoint_interval % eval_interval):
-    fail(f"checkpoint_interval={checkpoint_interval} must be a positive multiple of eval_interval={eval_interval}: "
-         f"checkpoints are saved at evaluations")
+# out_dir: one run at a time, and a fresh run never replaces a run it was not told to
 RUN_FILES = ('ckpt.pt', 'metrics.jsonl', 'train_config.json', 'model')  # what a run writes into out_dir
+ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+lock_path = os.path.join(out_dir, 'train.lock')
+if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    fail(f"out_dir {out_dir} is a file, not a directory: choose another out_dir")
 if init_from != 'resume' and not eval_only and not overwrite and any(
         os.path.exists(os.path.join(out_dir, f)) for f in RUN_FILES[:2]):
     fail(f"out_dir {out_dir} already holds a run: continue it with --init_from=resume, choose another out_dir, or "
          f"pass --overwrite=True to replace it")
 
 
+def lock_holder():
+    """The pid and host in out_dir/train.lock if that process still runs; None for no lock or a stale one."""
+    try:
+        with open(lock_path) as f:
+            pid, host = f.read().split()[:2]
+        pid = int(pid)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return pid, host  # cannot tell from here whether it runs: assume it does
+    try:
+        os.kill(pid, 0)
+        with open(f'/proc/{pid}/stat') as f:  # a zombie has exited
+            if f.read().rsplit(')', 1)[1].split()[0] == 'Z':
+                return None
+    except ProcessLookupError:
+        return None
+    except (PermissionError, OSError):
+        pass
+    return pid, host
+
+
+if master and not eval_only and lock_holder():
+    pid, host = lock_holder()
+    fail(f"out_dir {out_dir} is in use by train.py pid {pid} on {host} ({lock_path}): wait for it, or choose another "
+         f"out_dir (if that process is gone, delete the lock file)")
+
+# -----------------------------------------------------------------------------
+# data: np.memmap'd token ids; batches drawn from seeded generators, never from global RNG state
+try:
+    meta = read_meta(data_dir)
+    for split in ('train', 'val'):
+        open_tokens(data_dir, split, meta)
+except (ValueError, FileNotFoundError) as e:
+    fail(e)
+
+
 def load_tokens(split):
-    return np.memmap(os.path.join(data_dir, f'{split}.bin'), dtype=meta['dtype'], mode='r')
+    return open_tokens(data_dir, split, meta)
 
 
 def get_batch(split, *key):
@@ -177,23 +235,41 @@ def estimate_val_loss(m):
     return losses.mean().item()
 
 
+def rng_state():
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    rng = dict(torch=torch.get_rng_state(), numpy=torch.from_numpy(np_state[1].astype(np.int64)),
+               numpy_pos=list(np_state[2:]), python=[py_state[0], list(py_state[1]), py_state[2]])
+    if device_type == 'cuda':
+        rng['cuda'] = torch.cuda.get_rng_state()
+    return rng
+
+
+def set_rng_state(rng):
+    torch.set_rng_state(rng['torch'])
+    if device_type == 'cuda' and 'cuda' in rng:
+        torch.cuda.set_rng_state(rng['cuda'])
+    np.random.set_state(('MT19937', rng['numpy'].numpy().astype(np.uint32), *rng['numpy_pos']))
+    random.setstate((rng['python'][0], tuple(rng['python'][1]), rng['python'][2]))
+
+
 # -----------------------------------------------------------------------------
 # model
-torch.manual_seed(seed)
-ckpt_path = os.path.join(out_dir, 'ckpt.pt')
+torch.manual_seed(seed)  # the same initial weights on every rank
 checkpoint = None
 shape = {k: v for k, v in dict(arch=arch, n_layer=n_layer, n_head=n_head, n_embd=n_embd, mlp_width=mlp_width,
                                 vocab_size=vocab_size, dropout=dropout).items() if v is not None}
 GROW_KEYS = ('grow_n_embd', 'grow_n_head', 'grow_n_layer', 'grow_mlp_width', 'grow_method', 'grow_depth_mode',
              'grow_noise')
-growing = any(config[k] is not None for k in GROW_KEYS[:4])
+# what a checkpoint means: a resume that changes any of these would train another run under this one's name
+RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'block_size', 'seed', 'final_sparsity', 'prune_start',
+               'prune_end', 'prune_every', 'prune_schedule', 'scope', 'pattern', 'score', 'prune_head')
+DATA_KEYS = ('tokenizer', 'vocab_size', 'eot', 'chars')  # the dataset's tokenizer: the ids' meaning
 growth, provenance = None, {}  # the growth record (expand.grow); the source model directory's record
 origin = init_from            # what the run's training started from (a resume keeps its checkpoint's)
+source_masks = None           # keep masks of a pruned source model: its zeros stay zero
 try:
     if init_from == 'scratch':
-        if growing:
-            fail("the grow_* keys grow a pretrained model: set init_from to a model directory, hub id or "
-                 "checkpoint (for the grown shape from scratch, set n_embd/n_head/n_layer/mlp_width instead)")
         shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # round up: matmul-friendly
         if block_size is not None:
             shape['block_size'] = block_size
@@ -203,28 +279,51 @@ try:
         if not os.path.exists(ckpt_path):
             fail(f"init_from='resume' but {ckpt_path} does not exist: train into this out_dir first")
         model, source = load_model(ckpt_path)
-        checkpoint = source['checkpoint']
-        missing = {'optimizer', 'iter_num', 'rng'} - set(checkpoint)
+        checkpoint = source.pop('checkpoint')  # the only reference: freed once restored
+        missing = {'optimizer', 'iter_num', 'rng', 'config'} - set(checkpoint)
         if missing:
             fail(f"{ckpt_path} is missing {sorted(missing)}: not a checkpoint written by train.py")
         clash = {k: v for k, v in shape.items() if checkpoint['model_args'].get(k) != v and k != 'dropout'}
         if clash:
             fail(f"{ckpt_path} holds a model with {({k: checkpoint['model_args'].get(k) for k in clash})}, not "
-                 f"{clash}: resume takes the shape from the checkpoint; drop those keys")
+                 f"{clash}: resume takes the shape from the checkpoint; drop those keys", CONFIG_ERROR)
+        saved = checkpoint['config']
+        if block_size is None:
+            config['block_size'] = block_size = saved.get('block_size')
+        changed = [k for k in RESUME_KEYS if k in saved and saved[k] != config[k]]
+        if changed:
+            k = changed[0]
+            fail(f"{ckpt_path} was trained with {k}={saved[k]!r}, not {config[k]!r}: resuming with another {k} would "
+                 f"change what the run is; keep it (the README lists what may change on resume), or start a new "
+                 f"out_dir", CONFIG_ERROR)
+        data = checkpoint.get('data') or {}
+        changed = [k for k in DATA_KEYS if k in data and data[k] != meta.get(k)]
+        if changed:
+            fail(f"{data_dir}'s tokenizer differs from the one {ckpt_path} was trained with ({changed[0]}: "
+                 f"{str(meta.get(changed[0]))[:40]!r} vs {str(data[changed[0]])[:40]!r}): resume on a dataset made "
+                 f"with the same tokenizer", CONFIG_ERROR)
         growth, provenance = checkpoint.get('growth'), checkpoint.get('provenance') or {}
         origin = checkpoint.get('origin', origin)
         if growing:  # the grown model is in the checkpoint: it is restored, never grown again
-            saved = checkpoint['config']
             clash = {k: saved.get(k) for k in GROW_KEYS if saved.get(k) != config[k]}
             if clash:
                 fail(f"{ckpt_path} was {'grown with ' + str(clash) if growth else 'not grown'}, not with "
                      f"{({k: config[k] for k in clash})}: resume restores the checkpoint's model and does not grow "
-                     f"it again; drop the grow_* keys or use the checkpoint's")
+                     f"it again; drop the grow_* keys or use the checkpoint's", CONFIG_ERROR)
     else:  # weights only: a fresh optimizer and schedule
         model, source = load_model(init_from)
         provenance = source['record']
         if set(shape) - {'dropout'}:
-            fail(f"init_from={init_from!r} takes the shape from the model; drop {sorted(set(shape) - {'dropout'})}")
+            fail(f"init_from={init_from!r} takes the shape from the model; drop {sorted(set(shape) - {'dropout'})}",
+                 CONFIG_ERROR)
+        # a pruned source keeps its zeros: the masks of a train.py checkpoint, or the zeros of a model directory
+        # whose record says it was pruned (prune.py's 'pruning', train.py's export of a pruning run)
+        pruned = ((source['checkpoint'] or {}).get('pruner') or {}).get('masks')
+        if pruned is not None:
+            source_masks = pruned
+        elif provenance.get('pruning') or (provenance.get('sparsity') or 0) > 0:
+            source_masks = {n: w != 0 for n, w in model.linear_weights().items()}
+        del source
         model.config.dropout = dropout
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
@@ -237,7 +336,7 @@ if block_size is None:
     block_size = model.config.block_size
     config['block_size'] = block_size
 if block_size > model.config.block_size:
-    fail(f"block_size={block_size} exceeds the model's context of {model.config.block_size}")
+    fail(f"block_size={block_size} exceeds the model's context of {model.config.block_size}", CONFIG_ERROR)
 if meta['vocab_size'] > model.config.vocab_size:
     fail(f"the dataset's tokenizer ({meta['tokenizer']}) has {meta['vocab_size']} ids but the model only "
          f"{model.config.vocab_size}: use a dataset made with the model's tokenizer")
@@ -258,7 +357,7 @@ if growing and checkpoint is None:
         fail(e)
     growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss,
                   **({'parent': provenance} if provenance else {}))
-    provenance = {}  # now the growth record's parent
+    provenance, source_masks = {}, None  # the record is the growth's parent now; new units must train from 0
     if master:
         print(f"grew {describe(small)} -> {describe(model.config)} ({grow_method}, {growth['seconds']:.1f}s): "
               f"max |dlogits| {growth['max_abs_dlogits']:.3e} against the small model ({grow_check_dtype}, "
@@ -268,29 +367,36 @@ raw_model = model  # the plain GPT: state_dict, pruning, evaluation, saving
 model.to(device)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 pruner = None
-if final_sparsity > 0:
+if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pruner') is not None:
     from prune import Pruner
     try:
         pruner = Pruner(raw_model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule=prune_schedule,
                         scope=scope, pattern=pattern, score=score, prune_head=prune_head)
+        if source_masks is not None:
+            pruner.set_masks(source_masks)
     except ValueError as e:
         fail(e)
-iter_num, best_val_loss = 0, float('inf')
+iter_num, best_val_loss, best_iter = 0, float('inf'), None
+loss_sum = torch.zeros((), device=device)  # sum over this rank's micro-steps of loss / gradient_accumulation_steps
+iters_since_log = 0                        # iterations in loss_sum: the train-loss window of the next log line
 if checkpoint is not None:
     optimizer.load_state_dict(checkpoint['optimizer'])
-    if ('pruner' in checkpoint) != (pruner is not None):
-        fail(f"{ckpt_path} was saved {'with' if 'pruner' in checkpoint else 'without'} pruning; resume with the "
-             f"same final_sparsity and pruning settings")
     if pruner is not None:
         pruner.load_state_dict(checkpoint['pruner'])
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-    rng = checkpoint['rng']
-    torch.set_rng_state(rng['torch'])
-    if device_type == 'cuda' and 'cuda' in rng:
-        torch.cuda.set_rng_state(rng['cuda'])
-    np.random.set_state(('MT19937', rng['numpy'].numpy().astype(np.uint32), *rng['numpy_pos']))
-    random.setstate((rng['python'][0], tuple(rng['python'][1]), rng['python'][2]))
-    checkpoint = None  # free memory
+    best_iter = checkpoint.get('best_iter')
+    window = checkpoint.get('log_window') or (0.0, 0)  # the open train-loss window, so logged losses resume exactly
+    iters_since_log = window[1]
+    if master:
+        loss_sum.fill_(window[0])
+    ranks = checkpoint.get('rng_ranks') or [checkpoint['rng']]
+    same_world = len(ranks) == world_size
+    set_rng_state(ranks[rank] if same_world else ranks[0])
+    if not same_world:  # another number of ranks: the data replays exactly, dropout cannot
+        torch.manual_seed(seed + rank + iter_num * world_size)
+    checkpoint = None  # free the loaded weights and optimizer state
+else:
+    torch.manual_seed(seed + rank)  # after the (identical) init: dropout masks differ across ranks
 fwd_model = torch.compile(model) if compile else model  # the forward used for evaluation (no DDP)
 model = DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else fwd_model
 
@@ -313,16 +419,13 @@ def get_lr(it):
 
 
 def save_checkpoint():
-    """Temp file + fsync + rename: a crash mid-save leaves the previous ckpt.pt whole."""
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    rng = dict(torch=torch.get_rng_state(), numpy=torch.from_numpy(np_state[1].astype(np.int64)),
-               numpy_pos=list(np_state[2:]), python=[py_state[0], list(py_state[1]), py_state[2]])
-    if device_type == 'cuda':
-        rng['cuda'] = torch.cuda.get_rng_state()
+    """Temp file + fsync + rename: a crash, a full disk or Ctrl-C mid-save leaves the previous ckpt.pt whole and no
+    temp file behind. Every rank's RNG state is kept (gathered at the eval), so dropout resumes exactly."""
+    ranks = rng_ranks if ddp else [rng_state()]
     ckpt = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=asdict(raw_model.config),
                 config=config, iter_num=iter_num, tokens=iter_num * tokens_per_iter, best_val_loss=best_val_loss,
-                rng=rng, origin=origin)
+                best_iter=best_iter, rng=ranks[0], rng_ranks=ranks, origin=origin,
+                log_window=(loss_sum.item(), iters_since_log), data={k: meta.get(k) for k in DATA_KEYS})
     if pruner is not None:
         ckpt['pruner'] = pruner.state_dict()
     if growth is not None:
@@ -330,27 +433,40 @@ def save_checkpoint():
     if provenance:
         ckpt['provenance'] = provenance
     tmp = ckpt_path + '.tmp'
-    with open(tmp, 'wb') as f:
-        torch.save(ckpt, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, ckpt_path)
+    try:
+        with open(tmp, 'wb') as f:
+            torch.save(ckpt, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, ckpt_path)
+    except OSError as e:
+        fail(f"cannot write {ckpt_path} ({e.strerror or e}): it still holds the previous checkpoint; free space or "
+             f"fix the out_dir's permissions, then resume")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def log_metrics(record):
-    with open(os.path.join(out_dir, 'metrics.jsonl'), 'a') as f:
-        f.write(json.dumps(record) + '\n')
+    try:
+        with open(os.path.join(out_dir, 'metrics.jsonl'), 'a') as f:
+            f.write(json.dumps(record) + '\n')
+    except OSError as e:
+        fail(f"cannot append to {out_dir}/metrics.jsonl ({e.strerror or e}): free space or fix the out_dir's "
+             f"permissions, then resume from the last checkpoint")
     if wandb_log:
         wandb.log(record, step=record['iter'])
 
 
 def evaluate_and_save():
-    global best_val_loss
+    global best_val_loss, best_iter
     val_loss = estimate_val_loss(fwd_model)
     if not math.isfinite(val_loss):
         fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good "
              f"state (try a lower learning_rate or more warmup_iters)")
-    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss, lr=get_lr(iter_num),
+    # lr: the rate of the last iteration run (None before the first), as on the train-log lines
+    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss,
+                  lr=get_lr(iter_num - 1) if iter_num > 0 else None,
                   **{f'params_{k}': v for k, v in raw_model.param_counts().items()})
     if pruner is not None:
         record.update(pruner.stats())
@@ -358,8 +474,14 @@ def evaluate_and_save():
     log_metrics(record)
     due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
     if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
-        best_val_loss = min(best_val_loss, val_loss)
+        if val_loss < best_val_loss:
+            best_val_loss, best_iter = val_loss, iter_num
         save_checkpoint()
+
+
+def release_lock():
+    if lock_holder() == (os.getpid(), socket.gethostname()):
+        os.remove(lock_path)
 
 
 # -----------------------------------------------------------------------------
@@ -368,6 +490,20 @@ if eval_only:
         print(f"val loss {estimate_val_loss(fwd_model):.4f}")
     sys.exit(0)  # an evaluation writes nothing
 if master:
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # atomic: one of two racing starts wins
+    except FileExistsError:
+        if lock_holder():
+            fail(f"out_dir {out_dir} is in use by train.py pid {lock_holder()[0]} ({lock_path}): choose another "
+                 f"out_dir")
+        os.remove(lock_path)  # stale: its process is gone
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    except OSError as e:
+        fail(f"cannot write to out_dir {out_dir} ({e.strerror or e}): choose a writable out_dir")
+    with os.fdopen(fd, 'w') as f:
+        f.write(f"{os.getpid()} {socket.gethostname()}\n")
+    atexit.register(release_lock)
     if init_from != 'resume' and overwrite:  # replace the previous run (checked at start: only with overwrite)
         for f in RUN_FILES:
             path = os.path.join(out_dir, f)
@@ -375,11 +511,14 @@ if master:
                 shutil.rmtree(path)
             elif os.path.exists(path):
                 os.remove(path)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'train_config.json'), 'w') as f:
-        json.dump(dict(config=config, model_args=asdict(raw_model.config), world_size=world_size,
-                       tokens_per_iter=tokens_per_iter, flops_per_token=raw_model.flops_per_token(block_size),
-                       params=raw_model.param_counts(), dataset=meta.get('source'), growth=growth), f, indent=1)
+    try:
+        with open(os.path.join(out_dir, 'train_config.json.tmp'), 'w') as f:
+            json.dump(dict(config=config, model_args=asdict(raw_model.config), world_size=world_size,
+                           tokens_per_iter=tokens_per_iter, flops_per_token=raw_model.flops_per_token(block_size),
+                           params=raw_model.param_counts(), dataset=meta.get('source'), growth=growth), f, indent=1)
+        os.replace(os.path.join(out_dir, 'train_config.json.tmp'), os.path.join(out_dir, 'train_config.json'))
+    except OSError as e:
+        fail(f"cannot write to out_dir {out_dir} ({e.strerror or e}): free space or choose a writable out_dir")
     print(f"model: {raw_model.param_counts()} | {tokens_per_iter:,} tokens/iter over {world_size} rank(s)")
     if wandb_log:
         import wandb
@@ -390,66 +529,99 @@ if master:
     if init_from == 'resume':  # drop metrics of iterations after the checkpoint: they are about to be replayed
         path = os.path.join(out_dir, 'metrics.jsonl')
         if os.path.exists(path):
+            kept = []
             with open(path) as f:
-                kept = [line for line in f if json.loads(line)['iter'] <= iter_num]
+                for line in f:
+                    try:
+                        if json.loads(line)['iter'] <= iter_num:
+                            kept.append(line)
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        pass  # a line half-written when the run was killed
             with open(path + '.tmp', 'w') as f:
                 f.writelines(kept)
             os.replace(path + '.tmp', path)
     else:
         evaluate_and_save()
-loss_sum = torch.zeros((), device=device)  # sum over this rank's micro-steps of loss / gradient_accumulation_steps
-iters_since_log, t0 = 0, time.time()
-while iter_num < max_iters:
-    lr = get_lr(iter_num)
-    for group in optimizer.param_groups:
-        group['lr'] = lr
-    # rank r runs micro-steps r, r+W, r+2W, ... of the global batch; scaling each loss by 1/local_steps and
-    # DDP's mean over W ranks together average the gradient over all gradient_accumulation_steps micro-steps
-    for j in range(local_steps):
-        x, y = get_batch('train', iter_num, rank + j * world_size)
-        # DDP all-reduces gradients only after the last micro-step
-        with model.no_sync() if ddp and j < local_steps - 1 else nullcontext():
-            with autocast:
-                _, loss = model(x, y)
-            (loss / local_steps).backward()
-        loss_sum += loss.detach() / gradient_accumulation_steps
-    if pruner is not None:
-        pruner.mask_grads()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    if pruner is not None:
-        pruner.step(iter_num)
-    iter_num += 1
-    iters_since_log += 1
+first_iter = iter_num  # its time includes compile and warm-up: the throughput clock starts after it
+timed_iters, t0 = 0, None
+try:
+    while iter_num < max_iters:
+        lr = get_lr(iter_num)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        # rank r runs micro-steps r, r+W, r+2W, ... of the global batch; scaling each loss by 1/local_steps and
+        # DDP's mean over W ranks together average the gradient over all gradient_accumulation_steps micro-steps
+        for j in range(local_steps):
+            x, y = get_batch('train', iter_num, rank + j * world_size)
+            # DDP all-reduces gradients only after the last micro-step
+            with model.no_sync() if ddp and j < local_steps - 1 else nullcontext():
+                with autocast:
+                    _, loss = model(x, y)
+                (loss / local_steps).backward()
+            loss_sum += loss.detach() / gradient_accumulation_steps
+        if pruner is not None:
+            pruner.mask_grads()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if pruner is not None:
+            pruner.step(iter_num)
+        iter_num += 1
+        iters_since_log += 1
+        if iter_num == first_iter + 1:
+            if device_type == 'cuda':
+                torch.cuda.synchronize()
+            t0, timed_iters = time.time(), 0
+        else:
+            timed_iters += 1
 
-    if iter_num % log_interval == 0 or iter_num == max_iters:
-        if ddp:
-            dist.all_reduce(loss_sum)  # every rank learns the loss, so every rank can stop on NaN
-        train_loss = loss_sum.item() / iters_since_log  # mean over the global batches since the last log
-        loss_sum.zero_()
-        if not math.isfinite(train_loss):
-            fail(f"train loss is {train_loss} at iter {iter_num}: training diverged; "
-                 f"{ckpt_path} keeps the last good state (try a lower learning_rate or more warmup_iters)")
-        dt = (time.time() - t0) / iters_since_log
-        iters_since_log, t0 = 0, time.time()
-        if master:
-            mfu = flops_per_iter / dt / (peak * world_size) if peak else None
-            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}, {dt * 1000:.1f} ms/iter, "
-                  f"{tokens_per_iter / dt:,.0f} tok/s" + (f", mfu {mfu * 100:.1f}%" if mfu else ""))
-            log_metrics(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
-                             tok_per_sec=tokens_per_iter / dt, mfu=mfu))
-    if master and (iter_num % eval_interval == 0 or iter_num == max_iters):
-        t_eval = time.time()
-        evaluate_and_save()
-        t0 += time.time() - t_eval  # evaluation time is not training throughput
+        if iter_num % log_interval == 0 or iter_num == max_iters:
+            if ddp:
+                dist.all_reduce(loss_sum)  # every rank learns the loss, so every rank can stop on NaN
+            train_loss = loss_sum.item() / iters_since_log  # mean over the global batches since the last log
+            loss_sum.zero_()
+            iters_since_log = 0
+            if not math.isfinite(train_loss):
+                fail(f"train loss is {train_loss} at iter {iter_num}: training diverged; "
+                     f"{ckpt_path} keeps the last good state (try a lower learning_rate or more warmup_iters)")
+            dt = (time.time() - t0) / timed_iters if timed_iters else None  # None: only the warm-up iteration
+            if timed_iters:
+                t0, timed_iters = time.time(), 0
+            if master:
+                mfu = flops_per_iter / dt / (peak * world_size) if peak and dt else None
+                speed = (f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else
+                         " (first iteration: compile and warm-up, not timed)")
+                print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}" + speed +
+                      (f", mfu {mfu * 100:.1f}%" if mfu else ""))
+                log_metrics(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
+                                 tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu))
+        if iter_num % eval_interval == 0 or iter_num == max_iters:
+            if ddp:
+                if iters_since_log:  # fold the open train-loss window into rank 0, which checkpoints it
+                    dist.all_reduce(loss_sum)
+                    if not master:
+                        loss_sum.zero_()
+                rng_ranks = [None] * world_size
+                dist.all_gather_object(rng_ranks, rng_state())
+            if master:
+                t_eval = time.time()
+                evaluate_and_save()
+                if t0 is not None:
+                    t0 += time.time() - t_eval  # evaluation time is not training throughput
+except KeyboardInterrupt:
+    fail(f"interrupted at iteration {iter_num}: {ckpt_path} holds the last checkpoint; continue with "
+         f"--init_from=resume", INTERRUPTED)
 
 if master and save_hf:
-    # provenance: the source directory's record, or for a grown run the growth (with that record as its parent)
+    # out_dir/model holds the weights after the last iteration; ckpt.pt those of the last save (with
+    # always_save_checkpoint=False, the best val loss, at best_iter): the record says which is which
     record = dict(growth or provenance, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
+                  weights='last', best_val_loss=best_val_loss, best_iter=best_iter,
                   **(pruner.stats() if pruner is not None else {}))
     raw_model.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, replace=True)
+    print(f"wrote {out_dir}/model: the weights after iteration {iter_num}" +
+          ("" if always_save_checkpoint else f"; ckpt.pt holds the best val loss, at iteration {best_iter}"))
 if ddp:
     dist.barrier()  # rank 0 may still be evaluating and saving
     dist.destroy_process_group()

@@ -22,8 +22,10 @@ import itertools
 import json
 import lzma
 import os
+import signal
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -53,24 +55,51 @@ def iter_documents(spec, text_key='text', hf_name=None, hf_split='train', max_do
 
 
 def _file_documents(paths, text_key):
+    """Every input error is a ValueError naming the file (and the line of a jsonl file)."""
     for p in paths:
-        if p.endswith('.txt'):
-            with open(p, encoding='utf-8') as f:
-                yield f.read()
-        elif p.endswith('.parquet'):
-            import pyarrow.parquet as pq
-            for batch in pq.ParquetFile(p).iter_batches(columns=[text_key]):
-                yield from batch.column(0).to_pylist()
-        else:
-            opener = {'.gz': gzip.open, '.xz': lzma.open}.get(os.path.splitext(p)[1], open)
-            with opener(p, 'rt', encoding='utf-8') as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        row = json.loads(line)
-                        if text_key not in row:
-                            raise KeyError(f"{p}:{n} has no field {text_key!r} (fields: {', '.join(row)}); "
-                                           f"pass --text_key=...")
+        n = 0
+        try:
+            if p.endswith('.txt'):
+                with open(p, encoding='utf-8') as f:
+                    yield f.read()
+            elif p.endswith('.parquet'):
+                import pyarrow.parquet as pq
+                for batch in pq.ParquetFile(p).iter_batches(columns=[text_key]):
+                    yield from batch.column(0).to_pylist()
+            else:
+                opener = {'.gz': gzip.open, '.xz': lzma.open}.get(os.path.splitext(p)[1], open)
+                with opener(p, 'rt', encoding='utf-8') as f:
+                    for n, line in enumerate(f, 1):
+                        if not line.strip():
+                            continue
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as e:
+                            raise ValueError(f"{p}:{n}: not valid JSON ({e.msg}); every line must be one JSON "
+                                             f"object") from None
+                        if not isinstance(row, dict) or text_key not in row:
+                            fields = ', '.join(row) if isinstance(row, dict) else type(row).__name__
+                            raise ValueError(f"{p}:{n} has no field {text_key!r} (it has: {fields}); pass "
+                                             f"--text_key=...")
+                        if not isinstance(row[text_key], str):
+                            raise ValueError(f"{p}:{n}: field {text_key!r} is {type(row[text_key]).__name__}, "
+                                             f"not text")
                         yield row[text_key]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}{f':{n}' if n else ''}: not UTF-8 text (byte {e.start}): convert it to UTF-8") \
+                from None
+        except (lzma.LZMAError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise ValueError(f"{p}: damaged or truncated compressed file ({type(e).__name__}: {e}): fetch it "
+                             f"again") from None
+        except ImportError:
+            raise ValueError(f"{p}: reading parquet needs pyarrow: pip install pyarrow") from None
+        except ValueError:
+            raise
+        except Exception as e:  # pyarrow's own errors for a damaged parquet file
+            if not p.endswith('.parquet'):
+                raise
+            raise ValueError(f"{p}: not a readable parquet file with column {text_key!r} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200]})") from None
 
 
 def _hub_documents(name, text_key, hf_name, hf_split):
@@ -93,6 +122,12 @@ def _init_worker(name, path, chars):
     _tok = get_tokenizer(name, path=None if path == NEOX_HUB_ID else path, chars=chars)
 
 
+def _init_pool_worker(*args):
+    # Ctrl-C reaches the whole process group: the main process reports it once, the workers stay quiet
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
+
+
 def _encode_chunk(chunk):
     """chunk: [(is_val, text), ...] -> (train ids, val ids, train docs, val docs); each document ends with eot."""
     out, n = ([], []), [0, 0]
@@ -112,7 +147,7 @@ def _ordered_map(fn, items, num_proc, init_args):
         return
     import collections
     import multiprocessing
-    with multiprocessing.Pool(num_proc, _init_worker, init_args) as pool:
+    with multiprocessing.Pool(num_proc, _init_pool_worker, init_args) as pool:
         pending = collections.deque()
         for item in items:
             pending.append(pool.apply_async(fn, (item,)))
@@ -146,6 +181,7 @@ def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005,
             raise ValueError(f"val_fraction={val_fraction} must lie in (0, 1)")
         labelled = ((int((i + 1) * val_fraction) > int(i * val_fraction), d) for i, d in enumerate(docs))
     dtype = token_dtype(tok.vocab_size)
+    made_dir = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     paths = {s: os.path.join(out_dir, f'{s}.bin') for s in ('train', 'val')}
     counts = {'train_tokens': 0, 'val_tokens': 0, 'train_docs': 0, 'val_docs': 0}
@@ -169,6 +205,8 @@ def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005,
         if not complete:  # an exception or an empty split: leave nothing half-written
             for p in paths.values():
                 os.remove(p + '.tmp')
+            if made_dir and not os.listdir(out_dir):
+                os.rmdir(out_dir)
     if not complete:
         raise ValueError(f"the {'train' if counts['train_docs'] == 0 else 'val'} split came out empty "
                          f"({counts['train_docs']} train / {counts['val_docs']} val documents): pass more documents, "
@@ -212,9 +250,15 @@ if __name__ == '__main__':
     chunk_chars = 1_000_000   # documents per worker task, in characters
     # -----------------------------------------------------------------------------
     from configurator import configure
-    configure(globals())
+    from configurator import fail, CONFIG_ERROR, between, one_of, positive, non_empty
+    configure(globals(), rules=dict(input=non_empty, val_input=non_empty, out_dir=non_empty,
+                                    val_fraction=between(0, 1, lo_open=True, hi_open=True),
+                                    tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char'), text_key=non_empty,
+                                    max_docs=positive, num_proc=positive, chunk_chars=positive))
     if input is None or out_dir is None:
-        sys.exit("error: pass --input=FILES_OR_HUB_ID and --out_dir=DIR")
+        fail("pass --input=FILES_OR_HUB_ID and --out_dir=DIR", CONFIG_ERROR)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        fail(f"out_dir {out_dir} is a file: choose a directory", CONFIG_ERROR)
     try:
         docs = iter_documents(input, text_key, hf_name, hf_split, max_docs)
         val_docs = iter_documents(val_input, text_key, hf_name, hf_split) if val_input else None
@@ -225,5 +269,5 @@ if __name__ == '__main__':
         tok = get_tokenizer(tokenizer, path=tokenizer_path, chars=chars)
         write_dataset(out_dir, docs, tok, source=input + (f' (val: {val_input})' if val_input else ''),
                       val_docs=val_docs, val_fraction=val_fraction, num_proc=num_proc, chunk_chars=chunk_chars)
-    except (OSError, ValueError, KeyError) as e:
-        sys.exit(f"error: {e}")
+    except (OSError, ValueError) as e:
+        fail(e)

@@ -26,3 +26,13 @@ def data_dir(tmp_path_factory):
     write_dataset(d, docs, get_tokenizer('char', chars=char_alphabet(docs)), source='test', val_fraction=0.1,
                   num_proc=1)
     return d
+
+
+def train_patched(patch, *args, timeout=120):
+    """train.py run as a user runs it, after `patch` (Python source) has run in the same process: how a test injects
+    a crash mid-save, a full disk, a slow first step, or watches what train.py does."""
+    import subprocess
+    driver = (patch + "\nimport runpy, sys\nsys.argv = ['train.py'] + sys.argv[1:]\n"
+              "runpy.run_path('train.py', run_name='__main__')\n")
+    return subprocess.run([sys.executable, '-c', driver, *args], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'),
+                          capture_output=True, text=True, timeout=timeout)

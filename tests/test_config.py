@@ -55,7 +55,7 @@ def test_bad_config_files(tmp_path):
     (['--learning_rate=fast'], "'learning_rate'"),
     (['--data_dir=/nonexistent/dataset'], 'meta.json not found'),
     (['--init_from=resume'], 'does not exist'),
-    (['--model_preset=pythia-15m'], 'unknown preset'),
+    (['--model_preset=pythia-15m'], "model_preset='pythia-15m': must be one of"),
     (['--vocab_size=3'], 'has 5 ids but the model only 3'),
     (['--block_size=4096'], 'fewer than block_size+1'),
 ])
@@ -87,9 +87,18 @@ def test_train_config_files_parse():
                 defaults[node.targets[0].id] = ast.literal_eval(node.value)
             except ValueError:
                 defaults[node.targets[0].id] = None  # computed defaults (device) take any type
-    configs = sorted(f for f in os.listdir(os.path.join(REPO, 'config')) if f.startswith('train_'))
-    assert configs
+    # and its rules: the rules= argument of its configure(...) call, evaluated with configurator's rule names
+    import configurator
+    from model import PRESETS
+    call = next(n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                and getattr(n.value.func, 'id', None) == 'configure')
+    rules_node = next(k.value for k in call.keywords if k.arg == 'rules')
+    rules = eval(compile(ast.Expression(rules_node), 'train.py', 'eval'),
+                 dict(vars(configurator), PRESETS=PRESETS, device_rule=configurator.device))
+    configs = sorted(f for f in os.listdir(os.path.join(REPO, 'config')) if f.startswith(('train_', 'grow_')))
+    assert configs and 'device' in rules and 'batch_size' in rules
     for name in configs:
-        c = parse_args(defaults, [os.path.join(REPO, 'config', name)])
+        c = parse_args(defaults, [os.path.join(REPO, 'config', name)],
+                       {k: r for k, r in rules.items() if k != 'device'})  # devices depend on the machine
         assert c['out_dir'] != defaults['out_dir'], name  # each run gets its own out_dir
         json.dumps(c)  # the resolved config must be storable as it is in config.json

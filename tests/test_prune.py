@@ -48,6 +48,35 @@ def test_schedules_equal_formulas():
     # prune_end not on the grid: the last event is prune_end itself
     assert [t for t in range(0, 40) if prune.is_event(t, 3, 20, 5)] == [3, 8, 13, 18, 20]
     assert cubic_sparsity(19, 0.5, 3, 20, 5) < 0.5 == cubic_sparsity(20, 0.5, 3, 20, 5)
+    # off the grid the cubic is scaled by prune_end - prune_start (17), as TensorFlow Model Optimization's
+    # PolynomialDecay does, not by n * prune_every (4 * 5 = 20)
+    tf = 0.5 + (0.0 - 0.5) * (1 - (18 - 3) / (20 - 3)) ** 3
+    assert cubic_sparsity(18, 0.5, 3, 20, 5) == pytest.approx(tf, abs=1e-15)
+    assert abs(tf - (0.5 - 0.5 * (1 - 15 / 20) ** 3)) > 1e-3
+
+
+def test_masks_never_revive():
+    """A target below the sparsity already reached (a lowered final_sparsity, a schedule that asks for less)
+    prunes nothing and brings nothing back: masks only go from 1 to 0."""
+    torch.manual_seed(0)
+    w = {'a': torch.randn(8, 8), 'b': torch.randn(4, 8)}
+    first = compute_masks({k: v.abs() for k, v in w.items()}, 0.5)
+    for scope in ('global', 'layer', 'row'):
+        again = compute_masks({k: torch.rand_like(v) for k, v in w.items()}, 0.2, scope, masks=first)
+        for k in w:
+            assert torch.equal(again[k], first[k]), (scope, k)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
+    pruner = Pruner(model, 0.6, prune_start=0, prune_end=0, prune_every=1)
+    pruner.step(0)
+    kept = [m.clone() for m in pruner.masks]
+    pruner.prune_to(0.1)  # a lower target
+    with torch.no_grad():
+        for p_ in model.parameters():
+            p_.add_(1.0)  # every weight, pruned or not, moves away from 0
+    pruner.step(1)  # re-zeroes the pruned ones
+    assert all(torch.equal(a, b) for a, b in zip(kept, pruner.masks))
+    assert pruner.stats()['sparsity'] == pytest.approx(0.6, abs=1 / 96)
+    assert all(bool((w_[m == 0] == 0).all()) for w_, m in zip(pruner.weights, pruner.masks))
 
 
 def test_journey_matters_card_average_density():

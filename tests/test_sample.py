@@ -173,17 +173,26 @@ def test_error_tokenizer_larger_than_model(tmp_path):
     assert 'char tokenizer has 62 ids but the model only 32' in err and 'Traceback' not in err
 
 
-def test_error_undecodable_ids(tmp_path):
+def test_padded_ids_are_never_sampled(tmp_path):
+    """A vocabulary padded past the tokenizer (64 for 62 ids): the padding ids are masked out of the distribution,
+    so even a model that puts almost all its probability on padding id 63 samples only decodable ids."""
     tok = get_tokenizer('char', chars=CHARS)
-    model = tiny_model(vocab_size=64)  # ids 62, 63 are padding the tokenizer cannot decode
-    with torch.no_grad():  # make padding id 63 the argmax everywhere: ln_f outputs its bias b, logits = W b
+    model = tiny_model(vocab_size=64)
+    with torch.no_grad():  # logits = W b with ln_f's output b = 1: padding id 63 gets 30, 'x' 1, every other id 0
         model.transformer.ln_f.weight.zero_()
         model.transformer.ln_f.bias.fill_(1.0)
         model.lm_head.weight.zero_()
-        model.lm_head.weight[63] = 1.0
+        model.lm_head.weight[63] = 30.0 / model.config.n_embd
+        model.lm_head.weight[tok.encode('x')[0]] = 1.0 / model.config.n_embd
     model.save_pretrained(str(tmp_path / 'm'), extra_meta={'tokenizer': tok.meta()})
-    err = run_sample(f'--init_from={tmp_path / "m"}', '--temperature=0', '--max_new_tokens=5', ok=False)
-    assert 'sampled ids [63]' in err and 'cannot decode' in err and 'Traceback' not in err
+    out = run_sample(f'--init_from={tmp_path / "m"}', '--temperature=0', '--max_new_tokens=5', '--start=a')
+    assert out.split('\n')[0] == 'axxxxx'  # greedy: the best decodable id, never 63
+    run_sample(f'--init_from={tmp_path / "m"}', '--temperature=1', '--top_k=None', '--max_new_tokens=50',
+               '--start=a', '--num_samples=4')  # sampling: exit 0, every id decoded
+    y = model.generate(torch.zeros(8, 1, dtype=torch.long), 50, temperature=1.0, vocab_size=tok.vocab_size,
+                       generator=torch.Generator().manual_seed(0))
+    assert int(y.max()) < tok.vocab_size
+    assert int(model.generate(torch.zeros(1, 1, dtype=torch.long), 1, temperature=0)[0, -1]) == 63  # unmasked
 
 
 def test_error_missing_model_and_bad_prompt(char_dir, tmp_path):

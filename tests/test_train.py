@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import train_patched
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -111,15 +112,11 @@ def test_crash_during_save_keeps_last_checkpoint(data_dir, tmp_path):
     common = [f'--data_dir={data_dir}', f'--out_dir={out}', '--eval_interval=2']
     train(*common, '--max_iters=2')
     before = load_ckpt(out)
-    # a driver that runs train.py with torch.save replaced by one that dies after writing some bytes
-    driver = ("import os, runpy, sys, torch\n"
-              "def dying_save(obj, f, *a, **k):\n"
-              "    f.write(b'PK partial checkpoint'); f.flush(); os._exit(3)\n"
-              "torch.save = dying_save\n"
-              "sys.argv = ['train.py'] + sys.argv[1:]\n"
-              "runpy.run_path('train.py', run_name='__main__')\n")
-    r = subprocess.run([sys.executable, '-c', driver, *TINY, *common, '--max_iters=4', '--init_from=resume'],
-                       cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    # torch.save replaced by one that dies after writing some bytes
+    r = train_patched("import os, torch\n"
+                      "def dying_save(obj, f, *a, **k):\n"
+                      "    f.write(b'PK partial checkpoint'); f.flush(); os._exit(3)\n"
+                      "torch.save = dying_save\n", *TINY, *common, '--max_iters=4', '--init_from=resume')
     assert r.returncode == 3, r.stderr[-2000:]
     assert os.path.getsize(os.path.join(out, 'ckpt.pt.tmp')) > 0  # it really died mid-save
     after = load_ckpt(out)
@@ -231,12 +228,12 @@ def test_grown_run_resumes_without_growing_again(data_dir, tmp_path):
         assert json.load(f)['growth']['max_abs_dlogits'] == ca['growth']['max_abs_dlogits']  # kept on resume
 
     r = train(*common, f'--out_dir={a}', '--max_iters=6', '--init_from=resume', '--grow_n_embd=96', check=False)
-    assert r.returncode == 1 and 'does not grow it again' in r.stderr and r.stderr.count('\n') == 1, r.stderr
+    assert r.returncode == 2 and 'does not grow it again' in r.stderr and r.stderr.count('\n') == 1, r.stderr
     r = train(*common, f'--out_dir={tmp_path / "c"}', '--max_iters=2', '--grow_tolerance=1e-30', check=False)
     assert r.returncode == 1 and 'not function-preserving' in r.stderr and r.stderr.count('\n') == 1, r.stderr
     assert not os.path.exists(tmp_path / 'c')
     r = train(f'--data_dir={data_dir}', f'--out_dir={tmp_path / "d"}', '--grow_n_embd=64', check=False)
-    assert r.returncode == 1 and 'grow a pretrained model' in r.stderr
+    assert r.returncode == 2 and 'grow a pretrained model' in r.stderr
 
 
 def test_out_dir_with_a_run_is_not_overwritten(data_dir, tmp_path):
@@ -253,20 +250,14 @@ def test_out_dir_with_a_run_is_not_overwritten(data_dir, tmp_path):
     train(*common, '--max_iters=2', '--overwrite=True')
     assert load_ckpt(out)['iter_num'] == 2 and sorted(metrics(out)[1]) == [0, 2]
     r = train(*common, '--max_iters=2', '--overwrite=True', '--checkpoint_interval=3', check=False)
-    assert r.returncode == 1 and 'multiple of eval_interval' in r.stderr
+    assert r.returncode == 2 and 'multiple of eval_interval' in r.stderr
     # checkpoint_interval=4 over 6 iterations: saved at 4 and at the end, not at 2
     out2 = str(tmp_path / 'out2')
-    driver = ("import runpy, sys, torch\n"
-              "saved = []\n"
-              "real = torch.save\n"
-              "torch.save = lambda obj, f, *a, **k: (saved.append(obj['iter_num']), real(obj, f, *a, **k))[1]\n"
-              "sys.argv = ['train.py'] + sys.argv[1:]\n"
-              "try:\n"
-              "    runpy.run_path('train.py', run_name='__main__')\n"
-              "finally:\n"
-              "    print('saved', saved)\n")
-    r = subprocess.run([sys.executable, '-c', driver, *TINY, f'--data_dir={data_dir}', f'--out_dir={out2}',
-                        '--eval_interval=2', '--max_iters=6', '--checkpoint_interval=4'], cwd=REPO, env=ENV,
-                       capture_output=True, text=True, timeout=120)
+    r = train_patched("import atexit, torch\n"
+                      "saved, real = [], torch.save\n"
+                      "torch.save = lambda obj, f, *a, **k: (saved.append(obj['iter_num']), real(obj, f, *a, **k))[1]\n"
+                      "atexit.register(lambda: print('saved', saved))\n",
+                      *TINY, f'--data_dir={data_dir}', f'--out_dir={out2}', '--eval_interval=2', '--max_iters=6',
+                      '--checkpoint_interval=4')
     assert r.returncode == 0, r.stderr[-2000:]
     assert 'saved [4, 6]' in r.stdout

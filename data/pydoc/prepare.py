@@ -25,8 +25,10 @@ docstrings = True         # add the stdlib docstrings to the pydoc topics
 min_doc_chars = 80        # skip one-line docstrings
 num_proc = 1              # the corpus is small: a worker pool costs more than it saves
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
-configure(globals())
+from configurator import configure, fail, between, one_of, positive, non_negative  # noqa: E402
+configure(globals(), rules=dict(tokenizer=one_of('char', 'gpt2', 'gpt-neox-20b'),
+                                val_fraction=between(0, 1, lo_open=True, hi_open=True),
+                                min_doc_chars=non_negative, num_proc=positive))
 
 
 def stdlib_docstrings():
@@ -59,4 +61,4 @@ try:
     write_dataset(out_dir, docs, tok, source=f'pydoc_data.topics{" + stdlib docstrings" if docstrings else ""} '
                   f'(Python {sys.version.split()[0]})', val_fraction=val_fraction, num_proc=num_proc)
 except (OSError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    fail(e)

@@ -20,8 +20,9 @@ tokenizer = 'char'        # 'char' | 'gpt2' | 'gpt-neox-20b'
 tokenizer_path = None
 val_fraction = 0.1
 # -----------------------------------------------------------------------------
-from configurator import configure  # noqa: E402
-configure(globals())
+from configurator import configure, fail, between, one_of  # noqa: E402
+configure(globals(), rules=dict(tokenizer=one_of('char', 'gpt2', 'gpt-neox-20b'),
+                                val_fraction=between(0, 1, lo_open=True, hi_open=True)))
 
 try:
     if input is None:
@@ -35,4 +36,4 @@ try:
     tok = get_tokenizer(tokenizer, path=tokenizer_path, chars=char_alphabet([text]) if tokenizer == 'char' else None)
     write_dataset(out_dir, [train_text], tok, source=input or url, val_docs=[val_text], num_proc=1)
 except (OSError, ValueError) as e:
-    sys.exit(f"error: {e}")
+    fail(e)
