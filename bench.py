@@ -16,7 +16,8 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')  # as in expand.py: huge page
 
 import torch
 
-from model import GPT, preset_config, config_to_hf, peak_flops
+from hf_io import config_to_hf
+from model import GPT, preset_config, peak_flops
 
 # -----------------------------------------------------------------------------
 mode = 'train'                # 'train': training steps | 'sparse24': 2:4 linears vs dense | 'expand': growth time

@@ -31,8 +31,9 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from model import GPT, check_replaceable, load_model  # noqa: E402
-from data.tokenizer import tokenizer_record  # noqa: E402
+from hf_io import DTYPES, check_replaceable, load_model  # noqa: E402
+from model import GPT  # noqa: E402
+from data.tokenizer import model_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
 init_from = None              # HF model dir | hub id | train.py checkpoint (ckpt.pt, or the out_dir holding one)
@@ -50,6 +51,9 @@ check_dtype = 'float64'       # dtype of the exactness check ('float32' halves m
 tolerance = None              # max |dlogits| allowed; None: 1e-9 (float64) or 1e-4 (float32)
 check_batch = 4
 check_len = 64
+save_dtype = None             # the grown model's dtype on disk; None: the source's
+tokenizer = None              # None: the source's (its record, a tokenizer.json beside it, or its family's)
+tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
 # -----------------------------------------------------------------------------
 
 
@@ -316,7 +320,7 @@ def grow(model, idx, n_embd=None, n_head=None, n_layer=None, mlp_width=None, met
     if check_dtype not in ('float32', 'float64'):
         raise ValueError(f"check_dtype={check_dtype!r}: use 'float64' or 'float32'")
     tol = tolerance if tolerance is not None else (1e-9 if check_dtype == 'float64' else 1e-4)
-    save_dtype = next(model.parameters()).dtype
+    dtype = next(model.parameters()).dtype
     model = model.to(getattr(torch, check_dtype))
     t0 = time.time()
     grown = expand_model(model, n_embd, n_head, n_layer, mlp_width, method, depth_mode, noise, seed)
@@ -333,14 +337,12 @@ def grow(model, idx, n_embd=None, n_head=None, n_layer=None, mlp_width=None, met
                               layer_norm_eps=c2.layer_norm_eps),
                   layer_map=layer_map(c.n_layer, c2.n_layer, depth_mode), max_abs_dlogits=diff,
                   check_dtype=check_dtype, check_tokens=int(idx.numel()), tolerance=tol, seconds=seconds)
-    return grown.to(save_dtype), record
+    return grown.to(dtype), record
 
 
 def describe(c):
     return f"{c.n_layer}L {c.n_head}H x {c.head_size} = {c.n_embd}, mlp {c.mlp_width}"
 
-
-TOKENIZER_FILES = ('tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.json', 'merges.txt')
 
 if __name__ == '__main__':
     from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, one_of)
@@ -348,7 +350,8 @@ if __name__ == '__main__':
         init_from=non_empty, out_dir=non_empty, method=one_of('top_left', 'isotropic'),
         depth_mode=one_of('interleave', 'append'), n_embd=positive, n_head=positive, n_layer=positive,
         mlp_width=positive, noise=non_negative, seed=non_negative, check_dtype=one_of('float64', 'float32'),
-        tolerance=non_negative, check_batch=positive, check_len=positive))
+        tolerance=non_negative, check_batch=positive, check_len=positive, save_dtype=one_of(*DTYPES),
+        tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char')))
     if not init_from or not out_dir:
         fail("set --init_from (a model directory, hub id or train.py checkpoint) and --out_dir", CONFIG_ERROR)
     if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)) and not overwrite:
@@ -359,7 +362,9 @@ if __name__ == '__main__':
     except ValueError as e:
         fail(e)
     try:
-        model, source = load_model(init_from)
+        model, source = load_model(init_from, dtype=None)  # as stored: the grown model is saved in that dtype
+        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights
+        out_dtype = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype
         c = model.config
         print(f"source: {describe(c)}; params {model.param_counts()}")
         idx = torch.randint(c.vocab_size, (check_batch, min(check_len, c.block_size)),
@@ -373,9 +378,7 @@ if __name__ == '__main__':
           f"{c2.layer_norm_eps:g}; {method} in {record['seconds']:.2f}s")
     print(f"max |dlogits| ({check_dtype}, {check_batch}x{idx.size(1)} random tokens): "
           f"{record['max_abs_dlogits']:.3e} (tolerance {record['tolerance']:g})")
-    meta = dict(expanded_from=init_from, **record, tokenizer=tokenizer_record(source),
+    meta = dict(expanded_from=init_from, **record, tokenizer=tok.meta(),
                 **({'parent': source['record']} if source['record'] else {}))
-    tokenizer_files = [os.path.join(source['path'], f) for f in TOKENIZER_FILES
-                       if source['checkpoint'] is None and os.path.exists(os.path.join(source['path'], f))]
-    grown.save_pretrained(out_dir, extra_meta=meta, copy_files=tokenizer_files, replace=True)
-    print(f"wrote {out_dir}")
+    grown.to(out_dtype).save_pretrained(out_dir, extra_meta=meta, tokenizer=tok, replace=True)
+    print(f"wrote {out_dir} ({str(out_dtype).removeprefix('torch.')}, with the {tok.name} tokenizer)")

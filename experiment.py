@@ -39,6 +39,8 @@ parallel = 1                  # runs at once (small models sharing one GPU); the
 plot_only = False             # only read the out_dirs: summary and plot, run nothing
 only = None                   # a list of arm names: run only those (and the small model's pretraining); None: all
 title = None                  # the plot's title; None: exp_dir
+eval_tasks = ['wikitext']     # eval.py tasks run on every finished model into exp_dir/<arm>/eval.json ([]: none)
+eval_args = []                # --key=value for eval.py (device, dtype, batch_size...)
 # -----------------------------------------------------------------------------
 
 SMALL = 'small'               # exp_dir/small: the pretraining run
@@ -247,6 +249,23 @@ def run_all(runs):
                 r.proc.wait()
 
 
+def evaluate(names):
+    """eval.py on each finished run whose eval.json is missing or older than its checkpoint (the experiment's
+    summary reports WikiText bits per byte, the measure that compares across tokenizers)."""
+    for name in names:
+        out = os.path.join(exp_dir, name)
+        result, ckpt = os.path.join(out, 'eval.json'), os.path.join(out, 'ckpt.pt')
+        if not eval_tasks or not finished(out) or (
+                os.path.exists(result) and os.path.getmtime(result) >= os.path.getmtime(ckpt)):
+            continue
+        cmd = [sys.executable, 'eval.py', f'--init_from={out}', f'--tasks={list(eval_tasks)!r}',
+               f'--out_json={result}', *eval_args]
+        print(f"[{name}] evaluating: {shlex.join(cmd)}", flush=True)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise ExperimentError(f"eval.py failed on {out}: {(r.stderr.strip().splitlines() or [''])[-1][:300]}")
+
+
 # ----------------------------------------------------------------------------- the answer
 def summarize(names):
     """Everything the plot and the table show, from the out_dirs alone."""
@@ -291,7 +310,7 @@ def summarize(names):
             final_nonzero_linear=last.get('nonzero_linear', tc['params']['linear']),
             avg_nonzero_linear=last.get('avg_linear_params', tc['params']['linear']),
             final_sparsity=last.get('sparsity', 0.0), flops_per_token=tc['flops_per_token'],
-            curve=[(r['tokens'], r['val_loss']) for r in evals])
+            curve=[(r['tokens'], r['val_loss']) for r in evals], eval=read_eval(name))
     r1, r2 = arms_out['recipe1'], arms_out['recipe2']
     target = r1['final_val_loss']
     for a in arms_out.values():
@@ -321,6 +340,20 @@ def summarize(names):
         arms=arms_out, pretrain_curve=None if pre is None else pre['curve'])
 
 
+def read_eval(name):
+    """The run's eval.json (eval.py), or None."""
+    path = os.path.join(exp_dir, name, 'eval.json')
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def wikitext_bpb(a):
+    w = (a['eval'] or {}).get('wikitext') or {}
+    return '–' if 'bits_per_byte' not in w else f"{w['bits_per_byte']:.4f}"
+
+
 def fmt_tokens(t):
     if t is None:
         return '–'
@@ -333,8 +366,8 @@ def fmt_tokens(t):
 def markdown(s):
     rows = ["| arm | final val loss | tokens | training FLOPs (+ sunk) | avg / final non-zero linear | "
             "tokens to Recipe 1's final loss | speed-up vs Recipe 1 (tokens / FLOPs incl. sunk) | "
-            "Recipe 1 meets it at |",
-            "|---|---|---|---|---|---|---|---|"]
+            "Recipe 1 meets it at | WikiText bits/byte |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, a in s['arms'].items():
         sunk = f" (+{a['sunk_flops']:.2e})" if a['sunk_flops'] else (" (+ unknown)" if a['from_small'] else "")
         speedup = ' / '.join('–' if v is None else '∞' if v == math.inf else f'{v:.2f}×'
@@ -344,7 +377,7 @@ def markdown(s):
                     f"{a['flops']:.2e}{sunk} | {a['avg_nonzero_linear'] / 1e6:.2f} M / "
                     f"{a['final_nonzero_linear'] / 1e6:.2f} M | {fmt_tokens(a['tokens_to_recipe1_final'])} | "
                     f"{speedup} | "
-                    f"{fmt_tokens(a['recipe1_meets_at']) if name != 'recipe1' else ''} |")
+                    f"{fmt_tokens(a['recipe1_meets_at']) if name != 'recipe1' else ''} | {wikitext_bpb(a)} |")
     d = s['growth_max_abs_dlogits']
     head = (f"x = Recipe 1's starting val loss {s['x']:.4f}; y = the grown model's {s['y']:.4f}"
             + (f" (small model {s['small']['val_loss']:.4f}, max |Δlogits| {d:.2e})" if d is not None else "")
@@ -465,9 +498,11 @@ def check_config():
 
 
 def main():
-    from configurator import configure, fail, CONFIG_ERROR, INTERRUPTED, positive, non_empty
+    from configurator import configure, fail, CONFIG_ERROR, INTERRUPTED, Rule, positive, non_empty
     configure(globals(), rules=dict(exp_dir=non_empty, small=non_empty, small_pretrain_tokens=positive,
-                                    launcher=non_empty, parallel=positive))
+                                    launcher=non_empty, parallel=positive,
+                                    eval_tasks=Rule(lambda v: set(v) <= {'wikitext', 'lambada', 'val'},
+                                                    "a list of eval.py tasks: 'wikitext', 'lambada', 'val'")))
     try:
         check_config()
     except ExperimentError as e:
@@ -480,6 +515,7 @@ def main():
             check_commands(pre + runs)
             run_all(pre)
             run_all([r for r in runs if only is None or r.name in only])
+            evaluate([SMALL] * bool(pre) + [r.name for r in runs if only is None or r.name in only])
         present = [n for n in arms if os.path.exists(os.path.join(exp_dir, n, 'train_config.json'))]
         if only is not None and not {'recipe1', 'recipe2'} <= set(present):
             print(f"ran {only}; the summary needs recipe1 and recipe2 in {exp_dir} (run them, then --plot_only=True)")

@@ -25,6 +25,9 @@ from data import open_tokens, read_meta, sample_batch
 init_from = None              # a Hugging Face model directory, a train.py out_dir, or a ckpt.pt path
 out_dir = None                # the pruned model directory (new or empty; see overwrite)
 overwrite = False             # True: replace out_dir if it is a model directory this codebase wrote
+save_dtype = None             # the pruned model's dtype on disk; None: the source's
+tokenizer = None              # None: the source's (its record, a tokenizer.json beside it, or its family's)
+tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
 sparsity = 0.5                # fraction of the linear weights set to zero; N:M patterns fix it at 1 - N/M
 scope = 'global'              # 'global': one threshold over all layers | 'layer': each layer at `sparsity` | 'row'
 pattern = 'unstructured'      # 'unstructured' or 'N:M' (keep N of every M consecutive inputs), e.g. '2:4'
@@ -463,12 +466,13 @@ def val_loss(model, batches, dev):
 def main():
     from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between, one_of,
                               device as device_rule)
-    from data.tokenizer import tokenizer_record
-    from model import check_replaceable, load_model
+    from data.tokenizer import model_tokenizer
+    from hf_io import DTYPES, check_replaceable, load_model
     config = configure(globals(), rules=dict(
         init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True), scope=one_of(*_SCOPES),
         score=one_of(*_SCORES), data_dir=non_empty, batch_size=positive, block_size=positive, eval_iters=positive,
-        calib_batches=positive, device=device_rule, seed=non_negative))
+        calib_batches=positive, device=device_rule, seed=non_negative, save_dtype=one_of(*DTYPES),
+        tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char')))
     t0 = time.time()
     if init_from is None or out_dir is None:
         fail("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new directory>",
@@ -487,12 +491,14 @@ def main():
         check_replaceable(out_dir)
         if data_dir is not None:
             read_meta(data_dir)
-        model, source = load_model(init_from)
+        model, source = load_model(init_from, dtype=None)  # as stored: saved back in that dtype
+        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights
+        out_dtype = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype
         ckpt = source['checkpoint']
         # a checkpoint of a pruning run: its pruned weights stay pruned whatever the new score says
         prev_masks = ((ckpt or {}).get('pruner') or {}).get('masks')
         # provenance: whatever the source recorded (e.g. its expansion); this pruning is appended below
-        provenance = dict(source['record'], tokenizer=tokenizer_record(source))
+        provenance = dict(source['record'], tokenizer=tok.meta())
         weights = prunable_weights(model, prune_head)
         if nm is not None:
             check_nm(weights, nm)
@@ -549,7 +555,7 @@ def main():
         record['calib_tokens'] = calib_batches * batch_size * T
     meta = provenance
     meta['pruning'] = meta.get('pruning', []) + [record]
-    model.save_pretrained(out_dir, extra_meta=meta, replace=True)  # new, empty, or ours (checked above)
+    model.to(out_dtype).save_pretrained(out_dir, extra_meta=meta, tokenizer=tok, replace=True)  # new/empty/ours
     print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}), "
           f"{time.time() - t0:.1f}s; config {json.dumps({k: config[k] for k in ('sparsity', 'scope', 'pattern', 'score')})}")
 

@@ -7,12 +7,11 @@ The tokenizer, unless named by `tokenizer`, comes from the model's metadata: a c
 for a model directory its config.json "growing_sparse" record, else a tokenizer.json next to the weights, else
 the family's own (gpt2: GPT-2 BPE via tiktoken; gpt_neox: GPT-NeoX-20B, from tokenizer_path or the hub).
 """
-import os
 
 import torch
 
-from model import load_model
-from data.tokenizer import get_tokenizer, tokenizer_from_meta, tokenizer_record
+from hf_io import load_model
+from data.tokenizer import model_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'out'             # a train.py out_dir (with ckpt.pt), or a Hugging Face model directory / hub id
@@ -37,33 +36,9 @@ config = configure(globals(), rules=dict(
     dtype=one_of('float32', 'bfloat16', 'float16'), tokenizer=one_of('gpt2', 'gpt-neox-20b', 'pythia', 'char')))
 
 
-def make_tokenizer(model, meta, model_dir):
-    if tokenizer is not None:
-        chars = meta.get('chars') if isinstance(meta, dict) else None
-        return get_tokenizer(tokenizer, path=tokenizer_path, chars=chars)
-    if isinstance(meta, dict):
-        if tokenizer_path is not None:  # the dataset was tokenized on another machine
-            meta = {**meta, 'tokenizer_path': tokenizer_path}
-        return tokenizer_from_meta(meta)
-    local = os.path.join(model_dir, 'tokenizer.json') if model_dir else None
-    local = local if local and os.path.exists(local) else None
-    # no record: a tokenizer.json shipped with the weights, else the family's own
-    name = meta or (None if local else {'gpt2': 'gpt2', 'gpt_neox': 'gpt-neox-20b'}[model.config.arch])
-    if name is None or name in ('gpt-neox-20b', 'pythia'):  # any `tokenizers` tokenizer.json loads this way
-        return get_tokenizer('gpt-neox-20b', path=tokenizer_path or local)
-    if name == 'gpt2':
-        return get_tokenizer('gpt2')
-    fail(f"{model_dir}: config.json names tokenizer {name!r} but not its alphabet or file (its data_dir has no "
-         f"meta.json here): pass --tokenizer=... and --tokenizer_path=...", CONFIG_ERROR)
-
-
 try:
-    model, source = load_model(init_from)
-    meta = tokenizer_record(source)
-    if source['checkpoint'] is not None and meta is None and tokenizer is None:
-        fail(f"{source['path']} was trained on data_dir={source['checkpoint']['config'].get('data_dir')!r}, which "
-             f"has no meta.json here to name the tokenizer: pass --tokenizer=... (and --tokenizer_path=...)")
-    tok = make_tokenizer(model, meta, None if source['checkpoint'] is not None else source['path'])
+    model, source = load_model(init_from, dtype=torch.float32)
+    tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)
 except (ValueError, FileNotFoundError, RuntimeError) as e:
     fail(e)
 if tok.vocab_size > model.config.vocab_size:

@@ -31,7 +31,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import open_tokens, read_meta, sample_batch
-from model import GPT, GPTConfig, load_model, preset_config, peak_flops
+from data.tokenizer import tokenizer_from_meta
+from hf_io import load_model
+from model import GPT, GPTConfig, preset_config, peak_flops
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -202,7 +204,9 @@ try:
     meta = read_meta(data_dir)
     for split in ('train', 'val'):
         open_tokens(data_dir, split, meta)
-except (ValueError, FileNotFoundError) as e:
+    # save_hf exports the tokenizer beside the weights: build it now, not after the training
+    hf_tokenizer = tokenizer_from_meta(meta) if save_hf and master else None
+except (ValueError, FileNotFoundError, KeyError) as e:
     fail(e)
 
 
@@ -278,7 +282,7 @@ try:
     elif init_from == 'resume':
         if not os.path.exists(ckpt_path):
             fail(f"init_from='resume' but {ckpt_path} does not exist: train into this out_dir first")
-        model, source = load_model(ckpt_path)
+        model, source = load_model(ckpt_path)  # float32: the weights AdamW updates
         checkpoint = source.pop('checkpoint')  # the only reference: freed once restored
         missing = {'optimizer', 'iter_num', 'rng', 'config'} - set(checkpoint)
         if missing:
@@ -619,7 +623,7 @@ if master and save_hf:
     record = dict(growth or provenance, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
                   weights='last', best_val_loss=best_val_loss, best_iter=best_iter,
                   **(pruner.stats() if pruner is not None else {}))
-    raw_model.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, replace=True)
+    raw_model.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, tokenizer=hf_tokenizer, replace=True)
     print(f"wrote {out_dir}/model: the weights after iteration {iter_num}" +
           ("" if always_save_checkpoint else f"; ckpt.pt holds the best val loss, at iteration {best_iter}"))
 if ddp:

@@ -242,7 +242,8 @@ def test_script_checkpoint_to_transformers(tmp_path):
     hf = json.load(open(tmp_path / 'grown' / 'config.json'))
     meta = hf['growing_sparse']
     assert meta['method'] == 'top_left' and meta['source']['n_embd'] == 32 and meta['max_abs_dlogits'] <= 1e-9
-    assert meta['tokenizer'] == tok_meta  # sample.py and later scripts find the tokenizer in the directory
+    tok_record = {k: v for k, v in tok_meta.items() if k != 'dtype'}  # the tokenizer, without the dataset's fields
+    assert meta['tokenizer'] == tok_record  # sample.py and later scripts find the tokenizer in the directory
     assert (hf['hidden_size'], hf['num_attention_heads'], hf['num_hidden_layers']) == (48, 6, 4)
     idx = batch()
     with torch.no_grad():
@@ -257,7 +258,7 @@ def test_script_checkpoint_to_transformers(tmp_path):
     assert r.returncode == 0, r.stderr
     meta2 = json.load(open(tmp_path / 'grown2' / 'config.json'))['growing_sparse']
     assert meta2['parent']['method'] == 'top_left' and meta2['source']['n_embd'] == 48
-    assert meta2['tokenizer'] == tok_meta
+    assert meta2['tokenizer'] == tok_record
 
 
 def test_script_refuses_and_writes_nothing(tmp_path):

@@ -179,6 +179,12 @@ BAD = [
     ('data/prepare.py', ['--input=numbers.jsonl', '--out_dir=prepared', '--val_fraction=0.0'], 'val_fraction=0.0'),
     ('data/prepare.py', ['--input=numbers.jsonl', '--out_dir=prepared', '--tokenizer=bpe'], "tokenizer='bpe'"),
     ('data/prepare.py', ['--input=nothing.jsonl', '--out_dir=prepared'], 'matches no file'),
+    # eval.py
+    ('eval.py', ['--init_from=run', "--tasks=['mmlu']"], "tasks=['mmlu']: must be a non-empty list"),
+    ('eval.py', ['--init_from=run', "--tasks=['val']", '--data_dir=bad_json'], 'bad_json/meta.json is not valid JSON'),
+    ('eval.py', ['--init_from=run', "--tasks=['lambada']", '--lambada=numbers.jsonl', '--device=cpu'],
+     "numbers.jsonl:2: needs a JSON object with a string 'text' field"),
+    ('eval.py', ['--init_from=run', '--max_length=4096'], 'exceeds the model'),
     # experiment.py
     ('experiment.py', ['exp_no_r1.py', '--exp_dir=e'], "must name at least 'recipe1'"),
     ('experiment.py', ['exp_no_r1.py', '--exp_dir=e', '--parallel=0'], 'parallel=0'),
@@ -197,7 +203,7 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, script, args, fragment):
 
 
 def test_battery_size_and_exit_convention(ws):
-    assert len(BAD) >= 40 and len({s for s, _, _ in BAD}) == 7  # every script
+    assert len(BAD) >= 40 and len({s for s, _, _ in BAD}) == 8  # every script
     assert run('train.py', D, R, '--batch_size=0', cwd=ws).returncode == 2  # configuration
     assert run('train.py', '--data_dir=bad_json', R, cwd=ws).returncode == 1  # a file found at run time
 
@@ -395,7 +401,7 @@ def test_peak_flops_per_h100_variant():
 
 def test_hub_download_fetches_one_weight_format(monkeypatch, tmp_path):
     import huggingface_hub
-    from model import resolve_model_dir
+    from hf_io import resolve_model_dir
     asked = []
     monkeypatch.setattr(huggingface_hub, 'snapshot_download',
                         lambda repo, allow_patterns: asked.append(allow_patterns) or str(tmp_path))
@@ -411,7 +417,7 @@ def test_hub_download_fetches_one_weight_format(monkeypatch, tmp_path):
 def test_pruned_model_keeps_its_zeros_when_continued(ws, tmp_path):
     """A prune.py directory, a pruning run's export and a pruning run's ckpt.pt, each trained on without pruning:
     the pruned weights are still exactly 0 afterwards (masks start from the model's zeros)."""
-    from model import load_model
+    from hf_io import load_model
     pruned = tmp_path / 'pruned'
     run('prune.py', f'--init_from={ws / "run"}', f'--out_dir={pruned}', '--sparsity=0.6', check=0)
     for src in (str(pruned), str(ws / 'run' / 'model'), str(ws / 'run' / 'ckpt.pt')):

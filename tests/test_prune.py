@@ -448,8 +448,10 @@ def test_cli_one_shot_from_checkpoint_and_dir(trained, data_dir, tmp_path):
         record = json.load(f)['growing_sparse']
     history = record['pruning']
     assert [h['score'] for h in history] == ['magnitude', 'wanda'] and history[1]['scope'] == 'row'
+    from data.tokenizer import tokenizer_from_meta
     with open(os.path.join(data_dir, 'meta.json')) as f:  # the checkpoint's tokenizer travels with the model
-        assert record['tokenizer'] == json.load(f)
+        assert record['tokenizer'] == tokenizer_from_meta(json.load(f)).meta()
+    assert os.path.exists(os.path.join(out2, 'tokenizer.json'))
     # bad input: one error line, nothing written
     r = run('prune.py', f'--init_from={out1}', f'--out_dir={out2}', check=False)
     assert r.returncode != 0 and 'not empty' in r.stderr
