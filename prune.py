@@ -253,11 +253,31 @@ def average_density(max_iters, final_sparsity, prune_start, prune_end, prune_eve
 
 
 # ----------------------------------------------------------------------------- gradual pruning
+def _local(t):
+    """The part of a tensor this process holds: an FSDP2-sharded DTensor's local shard (a view), else the tensor."""
+    return t.to_local() if hasattr(t, 'to_local') else t
+
+
+def _full(t):
+    """The whole tensor (a collective for a sharded DTensor: every rank calls it, in the same order)."""
+    return t.full_tensor() if hasattr(t, 'full_tensor') else t
+
+
+def _shard_like(full, w):
+    """This process's part of `full` for a weight w that may be sharded: DTensor's own split, so it lines up."""
+    if not hasattr(w, 'device_mesh'):
+        return full.to(w.device)
+    from torch.distributed.tensor import distribute_tensor
+    return distribute_tensor(full.to(w.device), w.device_mesh, w.placements).to_local()
+
+
 class Pruner:
     """Gradual magnitude pruning inside a training loop (call order: the README's pruning section).
     Masks only go 1 -> 0. Pruned weights are re-zeroed after every optimizer step (AdamW momentum and weight
     decay would otherwise move them) and their gradients zeroed before clipping. Masks live as tensors in the
-    weights' dtype so masking is one torch._foreach_mul_; checkpoints hold them as bool."""
+    weights' dtype so masking is one torch._foreach_mul_; checkpoints hold them as bool.
+    FSDP2-sharded weights (train.py fsdp=True): each rank keeps the masks of its own shards; an event gathers the
+    full weights, selects on every rank alike (deterministic), and keeps each rank's part."""
 
     def __init__(self, model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule='cubic',
                  scope='global', pattern='unstructured', score='magnitude', prune_head=True, initial_sparsity=0.0):
@@ -300,7 +320,7 @@ class Pruner:
     def mask_grads(self):
         if self.masks is None:
             return
-        pairs = [(w.grad, m) for w, m in zip(self.weights, self.masks) if w.grad is not None]
+        pairs = [(_local(w.grad), m) for w, m in zip(self.weights, self.masks) if w.grad is not None]
         if pairs:
             torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
 
@@ -315,18 +335,28 @@ class Pruner:
         if event:
             self.prune_to(self.target(iter_num))
         if self.masks is not None:
-            torch._foreach_mul_(self.weights, self.masks)
+            torch._foreach_mul_([_local(w) for w in self.weights], self.masks)
         return event
 
     @torch.no_grad()
     def prune_to(self, sparsity):
         """One pruning event: masks at `sparsity` among the surviving weights (on their device, no host copy)."""
         score_fn = balanced_scores if self.settings['score'] == 'balanced' else magnitude_scores
-        scores = {n: score_fn(w) for n, w in zip(self.names, self.weights)}
-        prev = None if self.masks is None else {n: m.bool() for n, m in zip(self.names, self.masks)}
+        scores = {n: score_fn(_full(w)) for n, w in zip(self.names, self.weights)}
+        prev = None if self.masks is None else self.full_masks()
         keep = compute_masks(scores, sparsity, self.settings['scope'], self.nm, prev)
-        self.masks = [keep[n].to(w.dtype) for n, w in zip(self.names, self.weights)]
+        self.masks = [_shard_like(keep[n], w).to(_local(w).dtype) for n, w in zip(self.names, self.weights)]
         self.live = int(sum(k.sum() for k in keep.values()))
+
+    def full_masks(self):
+        """{name: bool} whole masks (gathered from every rank's shards when the weights are sharded)."""
+        out = {}
+        for n, w, m in zip(self.names, self.weights, self.masks):
+            if hasattr(w, 'device_mesh'):
+                from torch.distributed.tensor import DTensor
+                m = DTensor.from_local(m, w.device_mesh, w.placements, shape=w.shape, stride=w.stride()).full_tensor()
+            out[n] = m.bool()
+        return out
 
     def stats(self):
         t = self.last_iter
@@ -338,14 +368,14 @@ class Pruner:
     @torch.no_grad()
     def set_masks(self, keep):
         """Start from these keep masks {name: bool}, e.g. a pruned model's non-zeros: its pruned weights stay 0."""
-        self.masks = [keep[n].to(device=w.device, dtype=w.dtype) for n, w in zip(self.names, self.weights)]
+        self.masks = [_shard_like(keep[n], w).to(_local(w).dtype) for n, w in zip(self.names, self.weights)]
         self.live = int(sum(int(keep[n].sum()) for n in self.names))
-        torch._foreach_mul_(self.weights, self.masks)
+        torch._foreach_mul_([_local(w) for w in self.weights], self.masks)
 
     def state_dict(self):
+        """Whole bool masks (for sharded weights a collective: every rank calls it)."""
         return dict(settings=dict(self.settings), live=self.live, live_sum=self.live_sum, last_iter=self.last_iter,
-                    masks=None if self.masks is None else
-                    {n: m.bool().cpu() for n, m in zip(self.names, self.masks)})
+                    masks=None if self.masks is None else {n: m.cpu() for n, m in self.full_masks().items()})
 
     @torch.no_grad()
     def load_state_dict(self, sd):
@@ -358,8 +388,8 @@ class Pruner:
                 if masks[n].shape != w.shape:
                     raise ValueError(f"pruner state mask for {n} has shape {tuple(masks[n].shape)}, weight "
                                      f"{tuple(w.shape)}")
-            self.masks = [masks[n].to(device=w.device, dtype=w.dtype) for n, w in zip(self.names, self.weights)]
-            torch._foreach_mul_(self.weights, self.masks)
+            self.masks = [_shard_like(masks[n], w).to(_local(w).dtype) for n, w in zip(self.names, self.weights)]
+            torch._foreach_mul_([_local(w) for w in self.weights], self.masks)
         self.live = int(sum(int(masks[n].sum()) for n in self.names)) if masks is not None else self.linear_params
         self.live_sum, self.last_iter = int(sd['live_sum']), int(sd['last_iter'])
 

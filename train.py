@@ -96,7 +96,8 @@ prune_head = True
 # system
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16'            # autocast dtype on GPU ('bfloat16' | 'float32'); CPU always trains in float32
-compile = False               # torch.compile the model
+compile = False               # torch.compile the model (with fsdp: each block, before it is sharded)
+fsdp = False                  # torchrun only: shard weights, gradients and AdamW state over the ranks (FSDP2)
 seed = 1337
 wandb_log = False
 wandb_project = 'growing-sparse'
@@ -147,6 +148,9 @@ if ddp:
 else:
     rank, local_rank, world_size = 0, 0, 1
 master = rank == 0
+if fsdp and not ddp:
+    fail("fsdp=True shards the model over the ranks of a torchrun launch: start it with torchrun "
+         "--nproc_per_node=N (N >= 2)", CONFIG_ERROR)
 if gradient_accumulation_steps % world_size:
     fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the world size "
          f"{world_size}: each rank runs an equal share of the micro-steps", CONFIG_ERROR)
@@ -267,7 +271,7 @@ GROW_KEYS = ('grow_n_embd', 'grow_n_head', 'grow_n_layer', 'grow_mlp_width', 'gr
              'grow_noise')
 # what a checkpoint means: a resume that changes any of these would train another run under this one's name
 RESUME_KEYS = ('batch_size', 'gradient_accumulation_steps', 'block_size', 'seed', 'final_sparsity', 'prune_start',
-               'prune_end', 'prune_every', 'prune_schedule', 'scope', 'pattern', 'score', 'prune_head')
+               'prune_end', 'prune_every', 'prune_schedule', 'scope', 'pattern', 'score', 'prune_head', 'fsdp')
 DATA_KEYS = ('tokenizer', 'vocab_size', 'eot', 'chars')  # the dataset's tokenizer: the ids' meaning
 growth, provenance = None, {}  # the growth record (expand.grow); the source model directory's record
 origin = init_from            # what the run's training started from (a resume keeps its checkpoint's)
@@ -367,8 +371,20 @@ if growing and checkpoint is None:
               f"max |dlogits| {growth['max_abs_dlogits']:.3e} against the small model ({grow_check_dtype}, "
               f"{growth['check_tokens']} val tokens; tolerance {growth['tolerance']:g}); small model val loss "
               f"{small_val_loss:.4f}")
-raw_model = model  # the plain GPT: state_dict, pruning, evaluation, saving
+raw_model = model  # the GPT itself (sharded in place with fsdp): state_dict, pruning, evaluation, saving
 model.to(device)
+if fsdp:
+    # FSDP2: each block is one unit (its weights all-gathered for its forward and backward, its gradients
+    # reduce-scattered), the root holds the embeddings, final LayerNorm and head (a tied head stays one parameter).
+    # The weights, gradients and AdamW state of a rank are 1/world_size of the model's.
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh(device_type, (world_size,))
+    for block in raw_model.transformer.h:
+        if compile:
+            block.compile()
+        fully_shard(block, mesh=mesh)
+    fully_shard(raw_model, mesh=mesh)
 optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 pruner = None
 if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pruner') is not None:
@@ -384,7 +400,12 @@ iter_num, best_val_loss, best_iter = 0, float('inf'), None
 loss_sum = torch.zeros((), device=device)  # sum over this rank's micro-steps of loss / gradient_accumulation_steps
 iters_since_log = 0                        # iterations in loss_sum: the train-loss window of the next log line
 if checkpoint is not None:
-    optimizer.load_state_dict(checkpoint['optimizer'])
+    if fsdp:  # saved whole, keyed by parameter name (every rank read the file: no broadcast needed)
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'],
+                                 options=StateDictOptions(full_state_dict=True))
+    else:
+        optimizer.load_state_dict(checkpoint['optimizer'])
     if pruner is not None:
         pruner.load_state_dict(checkpoint['pruner'])
     iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
@@ -401,8 +422,9 @@ if checkpoint is not None:
     checkpoint = None  # free the loaded weights and optimizer state
 else:
     torch.manual_seed(seed + rank)  # after the (identical) init: dropout masks differ across ranks
-fwd_model = torch.compile(model) if compile else model  # the forward used for evaluation (no DDP)
-model = DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp else fwd_model
+fwd_model = torch.compile(model) if compile and not fsdp else model  # the forward used for evaluation (no DDP)
+model = (DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp and not fsdp
+         else fwd_model)
 
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 flops_per_iter = raw_model.flops_per_token(block_size) * tokens_per_iter
@@ -422,21 +444,56 @@ def get_lr(it):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
+def stop(msg, status=1):
+    """Stop every rank over a failure they all see (a diverged loss, Ctrl-C): rank 0 says it, once."""
+    if master:
+        fail(msg, status)
+    sys.exit(status)
+
+
+def agree(error):
+    """After rank 0 wrote (a log line, a checkpoint): every rank learns whether that failed, and all stop together
+    with rank 0's one line, instead of the others waiting on their next collective."""
+    if ddp:
+        flag = torch.tensor([0 if error is None else 1], device=device)
+        dist.broadcast(flag, 0)
+        error = error or ('' if flag.item() else None)
+    if error is not None:
+        stop(error)
+
+
+def full_state():
+    """(model, optimizer) state dicts as ckpt.pt holds them. With fsdp a collective (every rank calls it), the whole
+    tensors gathered to rank 0, the optimizer's keyed by parameter name."""
+    if not fsdp:
+        return raw_model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(raw_model, options=options),
+            get_optimizer_state_dict(raw_model, optimizer, options=options))
+
+
 def save_checkpoint():
     """Temp file + fsync + rename: a crash, a full disk or Ctrl-C mid-save leaves the previous ckpt.pt whole and no
-    temp file behind. Every rank's RNG state is kept (gathered at the eval), so dropout resumes exactly."""
+    temp file behind. Every rank's RNG state is kept (gathered at the eval), so dropout resumes exactly. Every rank
+    calls it (the states of a sharded model are gathered); rank 0 writes, and says whether that worked."""
+    model_sd, optim_sd = full_state()
+    masks = pruner.state_dict() if pruner is not None else None
+    if not master:
+        return agree(None)
     ranks = rng_ranks if ddp else [rng_state()]
-    ckpt = dict(model=raw_model.state_dict(), optimizer=optimizer.state_dict(), model_args=asdict(raw_model.config),
+    ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config),
                 config=config, iter_num=iter_num, tokens=iter_num * tokens_per_iter, best_val_loss=best_val_loss,
                 best_iter=best_iter, rng=ranks[0], rng_ranks=ranks, origin=origin,
                 log_window=(loss_sum.item(), iters_since_log), data={k: meta.get(k) for k in DATA_KEYS})
-    if pruner is not None:
-        ckpt['pruner'] = pruner.state_dict()
+    if masks is not None:
+        ckpt['pruner'] = masks
     if growth is not None:
         ckpt['growth'] = growth
     if provenance:
         ckpt['provenance'] = provenance
-    tmp = ckpt_path + '.tmp'
+    tmp, error = ckpt_path + '.tmp', None
     try:
         with open(tmp, 'wb') as f:
             torch.save(ckpt, f)
@@ -444,29 +501,38 @@ def save_checkpoint():
             os.fsync(f.fileno())
         os.replace(tmp, ckpt_path)
     except OSError as e:
-        fail(f"cannot write {ckpt_path} ({e.strerror or e}): it still holds the previous checkpoint; free space or "
-             f"fix the out_dir's permissions, then resume")
+        error = (f"cannot write {ckpt_path} ({e.strerror or e}): it still holds the previous checkpoint; free space "
+                 f"or fix the out_dir's permissions, then resume")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    agree(error)
 
 
 def log_metrics(record):
+    """Rank 0 appends a line (and tells wandb); returns the error line if the write failed (see agree)."""
     try:
         with open(os.path.join(out_dir, 'metrics.jsonl'), 'a') as f:
             f.write(json.dumps(record) + '\n')
     except OSError as e:
-        fail(f"cannot append to {out_dir}/metrics.jsonl ({e.strerror or e}): free space or fix the out_dir's "
-             f"permissions, then resume from the last checkpoint")
+        return (f"cannot append to {out_dir}/metrics.jsonl ({e.strerror or e}): free space or fix the out_dir's "
+                f"permissions, then resume from the last checkpoint")
     if wandb_log:
         wandb.log(record, step=record['iter'])
+    return None
 
 
 def evaluate_and_save():
+    """Every rank evaluates (a sharded model's forward needs them all; a replicated one gives every rank the same
+    loss, so a divergence stops them all); rank 0 logs and writes."""
     global best_val_loss, best_iter
     val_loss = estimate_val_loss(fwd_model)
+    if ddp:  # rank 0's number for all: whether to save must be one decision
+        v = torch.tensor([val_loss], dtype=torch.float64, device=device)
+        dist.broadcast(v, 0)
+        val_loss = v.item()
     if not math.isfinite(val_loss):
-        fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good "
+        stop(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good "
              f"state (try a lower learning_rate or more warmup_iters)")
     # lr: the rate of the last iteration run (None before the first), as on the train-log lines
     record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss,
@@ -474,8 +540,9 @@ def evaluate_and_save():
                   **{f'params_{k}': v for k, v in raw_model.param_counts().items()})
     if pruner is not None:
         record.update(pruner.stats())
-    print(f"iter {iter_num}: val loss {val_loss:.4f}")
-    log_metrics(record)
+    if master:
+        print(f"iter {iter_num}: val loss {val_loss:.4f}")
+    agree(log_metrics(record) if master else None)
     due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
     if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
         if val_loss < best_val_loss:
@@ -490,62 +557,71 @@ def release_lock():
 
 # -----------------------------------------------------------------------------
 if eval_only:
+    val_loss = estimate_val_loss(fwd_model)  # every rank: a sharded model's forward needs them all
     if master:
-        print(f"val loss {estimate_val_loss(fwd_model):.4f}")
+        print(f"val loss {val_loss:.4f}")
     sys.exit(0)  # an evaluation writes nothing
-if master:
+
+
+def start_run():
+    """Rank 0 takes out_dir: the lock, the replaced run's files (overwrite), train_config.json. The error line, or
+    None: every rank learns it through agree, so a failure here stops them all."""
     try:
         os.makedirs(out_dir, exist_ok=True)
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)  # atomic: one of two racing starts wins
     except FileExistsError:
         if lock_holder():
-            fail(f"out_dir {out_dir} is in use by train.py pid {lock_holder()[0]} ({lock_path}): choose another "
-                 f"out_dir")
+            return f"out_dir {out_dir} is in use by train.py pid {lock_holder()[0]} ({lock_path}): choose another " \
+                   f"out_dir"
         os.remove(lock_path)  # stale: its process is gone
         fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except OSError as e:
-        fail(f"cannot write to out_dir {out_dir} ({e.strerror or e}): choose a writable out_dir")
+        return f"cannot write to out_dir {out_dir} ({e.strerror or e}): choose a writable out_dir"
     with os.fdopen(fd, 'w') as f:
         f.write(f"{os.getpid()} {socket.gethostname()}\n")
     atexit.register(release_lock)
-    if init_from != 'resume' and overwrite:  # replace the previous run (checked at start: only with overwrite)
-        for f in RUN_FILES:
-            path = os.path.join(out_dir, f)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.remove(path)
     try:
+        if init_from != 'resume' and overwrite:  # replace the previous run (checked at start: only with overwrite)
+            for name in RUN_FILES:
+                path = os.path.join(out_dir, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
         with open(os.path.join(out_dir, 'train_config.json.tmp'), 'w') as f:
             json.dump(dict(config=config, model_args=asdict(raw_model.config), world_size=world_size,
                            tokens_per_iter=tokens_per_iter, flops_per_token=raw_model.flops_per_token(block_size),
                            params=raw_model.param_counts(), dataset=meta.get('source'), growth=growth), f, indent=1)
         os.replace(os.path.join(out_dir, 'train_config.json.tmp'), os.path.join(out_dir, 'train_config.json'))
+        if init_from == 'resume':  # drop metrics of iterations after the checkpoint: they are about to be replayed
+            path = os.path.join(out_dir, 'metrics.jsonl')
+            if os.path.exists(path):
+                kept = []
+                with open(path) as f:
+                    for line in f:
+                        try:
+                            if json.loads(line)['iter'] <= iter_num:
+                                kept.append(line)
+                        except (json.JSONDecodeError, KeyError, TypeError):
+                            pass  # a line half-written when the run was killed
+                with open(path + '.tmp', 'w') as f:
+                    f.writelines(kept)
+                os.replace(path + '.tmp', path)
     except OSError as e:
-        fail(f"cannot write to out_dir {out_dir} ({e.strerror or e}): free space or choose a writable out_dir")
-    print(f"model: {raw_model.param_counts()} | {tokens_per_iter:,} tokens/iter over {world_size} rank(s)")
-    if wandb_log:
-        import wandb
-        wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+        return f"cannot write to out_dir {out_dir} ({e.strerror or e}): free space or choose a writable out_dir"
+    print(f"model: {raw_model.param_counts()} | {tokens_per_iter:,} tokens/iter over {world_size} rank(s)"
+          + (" (FSDP2)" if fsdp else ""))
+    return None
+
+
+agree(start_run() if master else None)
+if master and wandb_log:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
 
 # the loop; iter_num counts finished iterations, so a checkpoint at iter_num resumes with iteration iter_num
-if master:
-    if init_from == 'resume':  # drop metrics of iterations after the checkpoint: they are about to be replayed
-        path = os.path.join(out_dir, 'metrics.jsonl')
-        if os.path.exists(path):
-            kept = []
-            with open(path) as f:
-                for line in f:
-                    try:
-                        if json.loads(line)['iter'] <= iter_num:
-                            kept.append(line)
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        pass  # a line half-written when the run was killed
-            with open(path + '.tmp', 'w') as f:
-                f.writelines(kept)
-            os.replace(path + '.tmp', path)
-    else:
-        evaluate_and_save()
+if init_from != 'resume':
+    evaluate_and_save()
 first_iter = iter_num  # its time includes compile and warm-up: the throughput clock starts after it
 timed_iters, t0 = 0, None
 try:
@@ -554,11 +630,14 @@ try:
         for group in optimizer.param_groups:
             group['lr'] = lr
         # rank r runs micro-steps r, r+W, r+2W, ... of the global batch; scaling each loss by 1/local_steps and
-        # DDP's mean over W ranks together average the gradient over all gradient_accumulation_steps micro-steps
+        # the mean over W ranks (DDP's all-reduce, FSDP's reduce-scatter) together average the gradient over all
+        # gradient_accumulation_steps micro-steps
         for j in range(local_steps):
             x, y = get_batch('train', iter_num, rank + j * world_size)
-            # DDP all-reduces gradients only after the last micro-step
-            with model.no_sync() if ddp and j < local_steps - 1 else nullcontext():
+            last = j == local_steps - 1  # gradients are reduced across ranks only after the last micro-step
+            if fsdp:
+                raw_model.set_requires_gradient_sync(last)
+            with model.no_sync() if ddp and not fsdp and not last else nullcontext():
                 with autocast:
                     _, loss = model(x, y)
                 (loss / local_steps).backward()
@@ -587,19 +666,21 @@ try:
             loss_sum.zero_()
             iters_since_log = 0
             if not math.isfinite(train_loss):
-                fail(f"train loss is {train_loss} at iter {iter_num}: training diverged; "
+                stop(f"train loss is {train_loss} at iter {iter_num}: training diverged; "
                      f"{ckpt_path} keeps the last good state (try a lower learning_rate or more warmup_iters)")
             dt = (time.time() - t0) / timed_iters if timed_iters else None  # None: only the warm-up iteration
             if timed_iters:
                 t0, timed_iters = time.time(), 0
+            error = None
             if master:
                 mfu = flops_per_iter / dt / (peak * world_size) if peak and dt else None
                 speed = (f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else
                          " (first iteration: compile and warm-up, not timed)")
                 print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}" + speed +
                       (f", mfu {mfu * 100:.1f}%" if mfu else ""))
-                log_metrics(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
-                                 tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu))
+                error = log_metrics(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss,
+                                         lr=lr, tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu))
+            agree(error)
         if iter_num % eval_interval == 0 or iter_num == max_iters:
             if ddp:
                 if iters_since_log:  # fold the open train-loss window into rank 0, which checkpoints it
@@ -608,24 +689,31 @@ try:
                         loss_sum.zero_()
                 rng_ranks = [None] * world_size
                 dist.all_gather_object(rng_ranks, rng_state())
-            if master:
-                t_eval = time.time()
-                evaluate_and_save()
-                if t0 is not None:
-                    t0 += time.time() - t_eval  # evaluation time is not training throughput
+            t_eval = time.time()
+            evaluate_and_save()
+            if t0 is not None:
+                t0 += time.time() - t_eval  # evaluation time is not training throughput
 except KeyboardInterrupt:
-    fail(f"interrupted at iteration {iter_num}: {ckpt_path} holds the last checkpoint; continue with "
+    stop(f"interrupted at iteration {iter_num}: {ckpt_path} holds the last checkpoint; continue with "
          f"--init_from=resume", INTERRUPTED)
 
-if master and save_hf:
+if save_hf:
     # out_dir/model holds the weights after the last iteration; ckpt.pt those of the last save (with
-    # always_save_checkpoint=False, the best val loss, at best_iter): the record says which is which
-    record = dict(growth or provenance, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
-                  weights='last', best_val_loss=best_val_loss, best_iter=best_iter,
-                  **(pruner.stats() if pruner is not None else {}))
-    raw_model.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, tokenizer=hf_tokenizer, replace=True)
-    print(f"wrote {out_dir}/model: the weights after iteration {iter_num}" +
-          ("" if always_save_checkpoint else f"; ckpt.pt holds the best val loss, at iteration {best_iter}"))
+    # always_save_checkpoint=False, the best val loss, at best_iter): the record says which is which.
+    # Sharded weights are gathered first (every rank), and rank 0 writes a plain model.
+    model_sd = full_state()[0] if fsdp else None
+    if master:
+        export = raw_model
+        if fsdp:
+            export = GPT(raw_model.config)
+            export.load_state_dict(model_sd)
+        record = dict(growth or provenance, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
+                      weights='last', best_val_loss=best_val_loss, best_iter=best_iter,
+                      **(pruner.stats() if pruner is not None else {}))
+        export.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, tokenizer=hf_tokenizer,
+                               replace=True)
+        print(f"wrote {out_dir}/model: the weights after iteration {iter_num}" +
+              ("" if always_save_checkpoint else f"; ckpt.pt holds the best val loss, at iteration {best_iter}"))
 if ddp:
-    dist.barrier()  # rank 0 may still be evaluating and saving
+    dist.barrier()  # rank 0 may still be writing the export
     dist.destroy_process_group()

@@ -21,13 +21,14 @@ ENV = dict(os.environ, OMP_NUM_THREADS='1')
 SHAPE = ('--n_layer=', '--n_head=', '--n_embd=')
 
 
-def train(*args, torchrun=False, check=True, env=None):
+def train(*args, torchrun=False, check=True, env=None, script='train.py', tiny=TINY, timeout=300):
+    """train.py (or a script wrapping it) with TINY's settings first, then args; torchrun: 2 ranks."""
     # a run from a pretrained model takes its shape from that model: TINY's shape keys only go to runs from scratch
     pretrained = any(a.startswith('--init_from=') and a != '--init_from=resume' for a in args)
-    tiny = [a for a in TINY if not a.startswith(SHAPE)] if pretrained else TINY
+    tiny = [a for a in tiny if not a.startswith(SHAPE)] if pretrained else tiny
     cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun
-           else [sys.executable]) + ['train.py', *tiny, *args]
-    r = subprocess.run(cmd, cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=300)
+           else [sys.executable]) + [script, *tiny, *args]
+    r = subprocess.run(cmd, cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
