@@ -22,7 +22,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from configurator import (configure, fail, CONFIG_ERROR, Rule, positive, non_empty, one_of, device as device_rule)
 from data import open_tokens, read_meta, sample_batch
@@ -142,15 +141,16 @@ def score(model, requests, progress=''):
         idx = order[b:b + batch_size]
         T = len(requests[idx[0]][0])
         x = torch.zeros(len(idx), T, dtype=torch.long)
-        for row, i in enumerate(idx):
-            inp = requests[i][0]
-            x[row, :len(inp)] = torch.tensor(inp)
-        logp = F.log_softmax(model(x.to(dev))[0].float(), dim=-1)
+        y = torch.zeros(len(idx), T, dtype=torch.long)  # each input position's next token (0 where not scored)
         for row, i in enumerate(idx):
             inp, tgt = requests[i]
-            lp = logp[row, len(inp) - len(tgt):len(inp)]
-            t = torch.tensor(tgt, device=dev)
-            out[i] = (lp.gather(1, t[:, None]).sum().item(), bool((lp.argmax(-1) == t).all()))
+            x[row, :len(inp)] = torch.tensor(inp)
+            y[row, len(inp) - len(tgt):len(inp)] = torch.tensor(tgt)
+        logp, greedy = model.token_logprobs(x.to(dev), y.to(dev))
+        for row, i in enumerate(idx):
+            inp, tgt = requests[i]
+            span = slice(len(inp) - len(tgt), len(inp))
+            out[i] = (logp[row, span].double().sum().item(), bool(greedy[row, span].all()))
     return out
 
 
@@ -214,15 +214,14 @@ def eval_val(model, data_dir, eval_iters, batch_size, T):
     nbytes_of = np.array([len(b) for b in tokenizer_from_meta(meta).token_bytes()] +
                          [0] * max(0, model.config.vocab_size - meta['vocab_size']))
     dev = next(model.parameters()).device
-    losses, total, nbytes = [], 0.0, 0
+    total, units, nbytes = 0.0, 0, 0
     for k in range(eval_iters):
-        xy = torch.from_numpy(sample_batch(data, 0, (k,), batch_size, T))
-        logits = model(xy[:, :-1].to(dev))[0].float()
-        nll = F.cross_entropy(logits.flatten(0, 1), xy[:, 1:].reshape(-1).to(dev), reduction='none')
-        losses.append(nll.mean().item())
-        total += nll.sum().item()
-        nbytes += int(nbytes_of[xy[:, 1:].numpy()].sum())
-    return dict(val_loss=sum(losses) / len(losses), bits_per_byte=total / nbytes / math.log(2),
+        xy = torch.from_numpy(sample_batch(data, 0, (k,), batch_size, T)).to(dev)
+        nll = model(xy[:, :-1], xy[:, 1:], reduction='none')[1]  # per token (byte-level: over its bytes)
+        total += nll.double().sum().item()
+        units += model.loss_units(xy[:, 1:])
+        nbytes += int(nbytes_of[xy[:, 1:].cpu().numpy()].sum())
+    return dict(val_loss=total / units, bits_per_byte=total / nbytes / math.log(2),
                 tokens=eval_iters * batch_size * T, bytes=nbytes, data_dir=data_dir, eval_iters=eval_iters,
                 batch_size=batch_size, block_size=T)
 

@@ -263,9 +263,22 @@ def expand_model(model, n_embd=None, n_head=None, n_layer=None, mlp_width=None, 
             w = src(key)
             _lift_matrix(params[key], w, Lift(w.size(0), w.size(0), w.size(0)), res, None, 'mean', std, gen,
                          split=False)
+    if c.byte_pool:
+        # byte_pool.py's modules keep their own width: copied as they are, but for the two that meet the residual
+        # stream. The encoder's projection writes it (its rows lifted like an embedding's coordinates, its bias
+        # like a writer's); the decoder's projection reads ln_f (its columns lifted like the head's)
+        for name, w in state.items():
+            if name.startswith(('byte_encoder.', 'byte_decoder.')) and name.split('.')[1] != 'proj':
+                params[name].copy_(src(name))
+        new.byte_table.copy_(model.byte_table)
+        be = c.byte_embd
+        writer('byte_encoder.proj.weight', src('byte_encoder.proj.weight'), Lift(be, be, be))
+        _lift_vector(params['byte_encoder.proj.bias'], src('byte_encoder.proj.bias'), res, 'mean')
+        reader('byte_decoder.proj.weight', src('byte_decoder.proj.weight'))
+        params['byte_decoder.proj.bias'].copy_(src('byte_decoder.proj.bias'))
     ln_scale = 1.0 / k if c.tie_embeddings else 1.0  # the tied head reads every copy at full weight: sum is k*
     layernorm('transformer.ln_f', 'transformer.ln_f', ln_scale)
-    if not c.tie_embeddings:
+    if not c.tie_embeddings and not c.byte_pool:
         reader('lm_head.weight', src('lm_head.weight'))
     for i2, i in enumerate(lmap):
         if i is None:
@@ -304,7 +317,12 @@ def max_logit_diff(a, b, idx, dtype=torch.float64):
         if next(m.parameters()).dtype != dtype:
             m = copy.deepcopy(m).to(dtype)
         was_training = m.training
-        out = m.eval()(idx.to(next(m.parameters()).device))[0]
+        x = idx.to(next(m.parameters()).device)
+        if m.config.byte_pool:  # the decoder's byte logits for every next token of idx (teacher forcing)
+            tgt = m.byte_targets(x[:, 1:])
+            out = m.eval().byte_decoder(m(x[:, :-1])[0].flatten(0, 1), tgt[:, :-1], L=tgt.size(1))
+        else:
+            out = m.eval()(x)[0]
         m.train(was_training)
         return out
     return (logits(a) - logits(b)).abs().max().item()

@@ -5,6 +5,8 @@ The Hugging Face format, this codebase's interchange format, and the one loader 
 - from_pretrained / save_pretrained: GPTNeoX and GPT-2 directories (config.json + safetensors) that transformers
   loads to the same logits, with the weights exactly in the dtype asked for, and with the tokenizer's files
 - the conversion between our modules and Hugging Face's (names, GPT-2's Conv1D and fused-QKV layouts)
+A byte-level model (byte_pool) has no transformers class: its directory has the same files, our own tensor names and
+config under model_type BYTE_MODEL_TYPE, which transformers refuses by name instead of loading something else.
 """
 import json
 import os
@@ -14,6 +16,7 @@ import torch
 
 from model import GPT, GPTConfig
 
+BYTE_MODEL_TYPE = 'growing_sparse_byte_pool'
 DTYPES = {'float32': torch.float32, 'float64': torch.float64, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
@@ -122,7 +125,8 @@ def check_replaceable(out_dir):
         return
     try:
         with open(os.path.join(path, 'config.json')) as f:
-            ours = 'growing_sparse' in json.load(f)
+            cfg = json.load(f)
+        ours = 'growing_sparse' in cfg or cfg.get('model_type') == BYTE_MODEL_TYPE
     except (OSError, ValueError):
         ours = False
     others = sorted(names - MODEL_DIR_FILES)
@@ -190,6 +194,12 @@ def load_hf_weights(path):
 
 
 def config_from_hf(hf, source='config'):
+    if hf.get('model_type') == BYTE_MODEL_TYPE:
+        try:
+            return GPTConfig(**hf['gpt_config'])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{source}: a byte-level model's config without a valid gpt_config ({e}): restore or "
+                             f"re-export the model") from None
     try:
         return _config_from_hf(hf, source)
     except KeyError as e:
@@ -242,6 +252,11 @@ def _config_from_hf(hf, source):
 
 def config_to_hf(c, dtype=torch.float32):
     dt = str(dtype).removeprefix('torch.')
+    if c.byte_pool:
+        from dataclasses import asdict
+        return dict(model_type=BYTE_MODEL_TYPE, architectures=['GPT'], gpt_config=asdict(c), torch_dtype=dt,
+                    note="a byte-level model (byte_pool.py) of the growing-sparse codebase: transformers has no class "
+                         "for it; load it with hf_io.load_model or GPT.from_pretrained")
     if c.arch == 'gpt_neox':
         return dict(
             architectures=['GPTNeoXForCausalLM'], model_type='gpt_neox', num_hidden_layers=c.n_layer,
@@ -297,6 +312,8 @@ def _gpt2_qkv_perm(c, device=None):
 
 
 def hf_to_state_dict(hf_sd, c):
+    if c.byte_pool:  # our own names
+        return dict(hf_sd)
     if c.arch == 'gpt2':  # bare GPT2Model checkpoints (the hub's 'gpt2') have no 'transformer.' prefix
         if not any(k.startswith('transformer.') for k in hf_sd):
             hf_sd = {('transformer.' + k if not k.startswith('lm_head') else k): v for k, v in hf_sd.items()}
@@ -314,6 +331,8 @@ def hf_to_state_dict(hf_sd, c):
 
 
 def state_dict_to_hf(sd, c):
+    if c.byte_pool:
+        return dict(sd)
     out = {}
     inv = torch.argsort(_gpt2_qkv_perm(c)) if c.arch == 'gpt2' else None
     for ours, theirs in _name_map(c).items():

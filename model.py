@@ -4,6 +4,7 @@ One GPT for both families the field grows from:
   parallel residual x + attn(ln_1(x)) + mlp(ln_2(x)), exact GELU, untied head.
 - GPT-2 (arch='gpt2'): learned positions, sequential pre-LN residual, tanh GELU, tied head.
 Shapes are explicit so that expanded models (more heads of the same size, any MLP width) fit.
+byte_pool=True replaces the token embedding and the LM head with byte_pool.py's small byte transformers.
 Hugging Face directories are the interchange format: hf_io.py converts, loads and saves them
 (GPT.from_pretrained / save_pretrained are its shortcuts).
 """
@@ -32,6 +33,12 @@ class GPTConfig:
     tie_embeddings: bool = None         # gpt_neox: False; gpt2: True
     gelu: str = None                    # 'erf' (gpt_neox) or 'tanh' (gpt2)
     dropout: float = 0.0
+    byte_pool: bool = False             # byte_pool.py's encoder and decoder instead of the embedding and head
+    byte_embd: int = 64                 # their width
+    byte_head: int = 4
+    byte_layer: int = 2                 # layers of each
+    byte_block: int = 16                # bytes per token; longer tokens keep their first byte_block
+    byte_decoder: str = 'causal'        # 'causal' (byte by byte) or 'parallel'
 
     def __post_init__(self):
         family = {'gpt_neox': dict(rotary_pct=0.25, parallel_residual=True, tie_embeddings=False, gelu='erf'),
@@ -59,6 +66,12 @@ class GPTConfig:
             raise ValueError("gpt_neox needs rotary_pct > 0 (it has no learned positions)")
         if self.arch == 'gpt2' and self.rotary_pct != 0:
             raise ValueError("gpt2 uses learned positions: rotary_pct must be 0")
+        if self.byte_pool:
+            self.tie_embeddings = False  # no embedding and no head to tie
+            if self.byte_embd % self.byte_head:
+                raise ValueError(f"byte_embd={self.byte_embd} is not a multiple of byte_head={self.byte_head}")
+            if self.byte_decoder not in ('causal', 'parallel'):
+                raise ValueError(f"byte_decoder={self.byte_decoder!r}: use 'causal' or 'parallel'")
 
     @property
     def rotary_ndims(self):
@@ -177,16 +190,23 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(config.vocab_size, config.n_embd),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps),
         ))
         if config.arch == 'gpt2':
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        if config.tie_embeddings:
-            self.lm_head.weight = self.transformer.wte.weight
+        if config.byte_pool:
+            from byte_pool import PAD, ByteDecoder, ByteEncoder
+            self.byte_encoder, self.byte_decoder = ByteEncoder(config), ByteDecoder(config)
+            # each id's bytes (byte_pool.byte_table, set from the dataset's tokenizer): part of the model's meaning
+            self.register_buffer('byte_table', torch.full((config.vocab_size, config.byte_block), PAD,
+                                                          dtype=torch.int16))
+        else:
+            self.transformer.wte = nn.Embedding(config.vocab_size, config.n_embd)
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            if config.tie_embeddings:
+                self.lm_head.weight = self.transformer.wte.weight
         if config.rotary_ndims:
             r = config.rotary_ndims
             inv_freq = 1.0 / (config.rotary_base ** (torch.arange(0, r, 2, dtype=torch.float64) / r))
@@ -211,12 +231,18 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None, kv_cache=None):
-        B, T = idx.shape
+    def forward(self, idx, targets=None, kv_cache=None, reduction='mean'):
+        """idx: (B, T) token ids, or for byte_pool also (B, T, byte_block) bytes (sampled tokens need not be in the
+        vocabulary). Returns (logits, loss); byte_pool: (ln_f's output, mean loss per target byte).
+        reduction='none': the loss of each token, (B, T) (byte_pool: summed over its bytes)."""
+        B, T = idx.shape[:2]
         pos0 = kv_cache.pos if kv_cache is not None else 0
         if pos0 + T > self.config.block_size:
             raise ValueError(f"sequence of {pos0 + T} tokens exceeds block_size={self.config.block_size}")
-        x = self.transformer.wte(idx)
+        if self.config.byte_pool:
+            x = self.byte_encoder(idx if idx.dim() == 3 else self.byte_table[idx])
+        else:
+            x = self.transformer.wte(idx)
         cos = sin = None
         if self.config.arch == 'gpt2':
             x = x + self.transformer.wpe(torch.arange(pos0, pos0 + T, device=idx.device))
@@ -227,25 +253,59 @@ class GPT(nn.Module):
             x = block(x, cos, sin, kv_cache, i)
         if kv_cache is not None:
             kv_cache.pos += T
-        logits = self.lm_head(self.transformer.ln_f(x))
+        h = self.transformer.ln_f(x)
+        if self.config.byte_pool:
+            if targets is None:
+                return h, None
+            loss = self.byte_decoder.loss(h.flatten(0, 1), self.byte_targets(targets), reduction)
+            return h, loss if reduction == 'mean' else loss.view(B, T)
+        logits = self.lm_head(h)
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1,
+                                   reduction=reduction)
+            loss = loss if reduction == 'mean' else loss.view(B, T)
         return logits, loss
+
+    def byte_targets(self, targets):
+        from byte_pool import decoder_targets
+        return decoder_targets(self.byte_table[targets.reshape(-1)])
+
+    def loss_units(self, targets):
+        """What the mean loss averages over: tokens, or (byte_pool) target bytes including each end-of-token."""
+        if not self.config.byte_pool:
+            return targets.numel()
+        from byte_pool import PAD
+        return int((self.byte_table[targets] != PAD).sum()) + targets.numel()
+
+    @torch.no_grad()
+    def token_logprobs(self, idx, targets):
+        """log p(targets[:, t] | idx[:, :t+1]) and whether greedy decoding gives exactly that token, both (B, T)
+        (byte_pool: the token's bytes and its end-of-token symbol, each the argmax)."""
+        out, _ = self(idx)
+        if self.config.byte_pool:
+            lp, greedy = self.byte_decoder.logprobs(out.flatten(0, 1), self.byte_targets(targets))
+            return lp.sum(-1).view(targets.shape), greedy.all(-1).view(targets.shape)
+        logp = F.log_softmax(out.float(), dim=-1)
+        return logp.gather(-1, targets[..., None]).squeeze(-1), logp.argmax(-1) == targets
 
     # ---------------------------------------------------------------- parameter counts
     def linear_weights(self, include_head=True):
         """The weights sparsity is measured against: every linear in the blocks, plus the untied head."""
         out = {n: p for n, p in self.named_parameters() if n.startswith('transformer.h.') and n.endswith('weight')
                and p.dim() == 2}
-        if include_head and not self.config.tie_embeddings:
+        if include_head and self.config.byte_pool:  # the byte modules' linears count as the head (not embeddings)
+            out.update({n: p for n, p in self.named_parameters() if n.startswith('byte_') and p.dim() == 2
+                        and n.split('.')[-2] not in ('wbe', 'wpe')})
+        elif include_head and not self.config.tie_embeddings:
             out['lm_head.weight'] = self.lm_head.weight
         return out
 
     def param_counts(self):
         params = dict(self.named_parameters())  # tied weights appear once
         total = sum(p.numel() for p in params.values())
-        embedding = sum(p.numel() for n, p in params.items() if n.split('.')[-2] in ('wte', 'wpe', 'lm_head'))
+        embedding = sum(p.numel() for n, p in params.items()
+                        if n.split('.')[-2] in ('wte', 'wpe', 'lm_head') or n.startswith('byte_'))
         return dict(total=total, non_embedding=total - embedding,
                     linear=sum(p.numel() for p in self.linear_weights().values()))
 
@@ -260,8 +320,11 @@ class GPT(nn.Module):
     def flops_per_token(self, T):
         """Training FLOPs per token: 6 per weight used in a matmul plus attention's QK^T and AV (PaLM App. B)."""
         c = self.config
-        matmul_params = self.param_counts()['non_embedding'] + c.vocab_size * c.n_embd
-        return 6 * matmul_params + 12 * c.n_layer * c.n_embd * T
+        core = 6 * self.param_counts()['non_embedding'] + 12 * c.n_layer * c.n_embd * T
+        if not c.byte_pool:
+            return core + 6 * c.vocab_size * c.n_embd
+        from byte_pool import flops_per_token
+        return core + flops_per_token(c)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
@@ -271,6 +334,7 @@ class GPT(nn.Module):
         block_size the window slides, every position shifts, and the window is re-encoded each step.
         vocab_size: sample only ids below it (a vocabulary padded past the tokenizer's has ids no text decodes to)."""
         kv_cache = None
+        sample = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)  # noqa: E731
         for _ in range(max_new_tokens):
             window = idx[:, -self.config.block_size:]
             if use_cache and idx.size(1) <= self.config.block_size:
@@ -283,11 +347,14 @@ class GPT(nn.Module):
             else:
                 logits, _ = self(window)
             logits = logits[:, -1, :]
-            if vocab_size is not None and vocab_size < logits.size(-1):
-                logits = logits.clone()
-                logits[:, vocab_size:] = -float('inf')
-            idx_next = sample_next(logits, temperature, top_k, top_p, generator)
-            idx = torch.cat((idx, idx_next), dim=1)
+            if self.config.byte_pool:  # idx: bytes (B, T, byte_block); a new token's bytes, sampled one by one
+                idx_next = self.byte_decoder.sample(logits, sample, self.config.byte_block)[:, None]
+            else:
+                if vocab_size is not None and vocab_size < logits.size(-1):
+                    logits = logits.clone()
+                    logits[:, vocab_size:] = -float('inf')
+                idx_next = sample(logits)
+            idx = torch.cat((idx, idx_next.to(idx.dtype)), dim=1)
         return idx
 
     # ---------------------------------------------------------------- Hugging Face format (hf_io.py)

@@ -408,8 +408,9 @@ def activation_norms(model, names, batches):
             sums[name] = sums[name] + sq if name in sums else sq
         hooks.append(module.register_forward_pre_hook(hook))
     try:
-        for x in batches:
-            model(x)
+        byte_pool = getattr(getattr(model, 'config', None), 'byte_pool', False)
+        for x in batches:  # a byte-level model's decoder runs on the next tokens' bytes: give it them
+            model(x[:, :-1], x[:, 1:]) if byte_pool else model(x)
     finally:
         for h in hooks:
             h.remove()

@@ -63,10 +63,16 @@ except ValueError as e:
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]
 generator = torch.Generator(device=device).manual_seed(seed)
 
+if model.config.byte_pool:  # the prompt's ids spelled in bytes; the model answers in bytes
+    x = model.byte_table[x].long()
 with torch.no_grad():
     for _ in range(num_samples):
         # only the tokenizer's ids: a vocabulary padded to a multiple of 64 has ids no text decodes to
         y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           use_cache=use_cache, generator=generator, vocab_size=tok.vocab_size)[0].tolist()
-        print(tok.decode(y))
+                           use_cache=use_cache, generator=generator, vocab_size=tok.vocab_size)[0]
+        if model.config.byte_pool:
+            from byte_pool import to_text
+            print(tok.decode(start_ids) + to_text(y[len(start_ids):]))
+        else:
+            print(tok.decode(y.tolist()))
         print('---------------')

@@ -59,6 +59,14 @@ mlp_width = None
 vocab_size = None             # scratch: the dataset's vocab rounded up to a multiple of 64
 block_size = None             # training context; None: the model's
 dropout = 0.0
+# byte-level tokenization with pooling (byte_pool.py), from scratch: the token embedding and LM head replaced by a
+# byte encoder and decoder built over the dataset tokenizer's bytes; the .bin files are the same
+byte_pool = False
+byte_embd = 64                # width of the byte encoder and decoder
+byte_head = 4
+byte_layer = 2                # layers of each
+byte_block = 16               # bytes per token (a longer token keeps its first byte_block)
+byte_decoder = 'causal'       # 'causal' (byte by byte within a token) | 'parallel'
 # growth (expand.py), applied to init_from's pretrained model before compile and DDP; on when a grow_ shape key is set
 grow_n_embd = None            # target width, whole heads of the source's head_size
 grow_n_head = None            # or the target head count
@@ -111,6 +119,8 @@ config = configure(globals(), rules=dict(
     checkpoint_interval=positive, eval_iters=positive, log_interval=positive,
     model_preset=nullable(one_of(*PRESETS)), arch=one_of('gpt_neox', 'gpt2'), n_layer=positive, n_head=positive,
     n_embd=positive, mlp_width=positive, vocab_size=positive, block_size=positive, dropout=between(0, 1, hi_open=True),
+    byte_embd=positive, byte_head=positive, byte_layer=positive, byte_block=positive,
+    byte_decoder=one_of('causal', 'parallel'),
     grow_n_embd=positive, grow_n_head=positive, grow_n_layer=positive, grow_mlp_width=positive,
     grow_method=one_of('top_left', 'isotropic'), grow_depth_mode=one_of('interleave', 'append'),
     grow_noise=non_negative, grow_check_dtype=one_of('float64', 'float32'), grow_tolerance=non_negative,
@@ -208,10 +218,18 @@ try:
     meta = read_meta(data_dir)
     for split in ('train', 'val'):
         open_tokens(data_dir, split, meta)
-    # save_hf exports the tokenizer beside the weights: build it now, not after the training
-    hf_tokenizer = tokenizer_from_meta(meta) if save_hf and master else None
+    # save_hf exports the tokenizer beside the weights, byte_pool reads its bytes: build it now
+    tokenizer = tokenizer_from_meta(meta) if save_hf or byte_pool else None
 except (ValueError, FileNotFoundError, KeyError) as e:
     fail(e)
+try:  # UTF-8 bytes per id: val bits per byte for every model, BPE or byte-level, on the same text
+    tokenizer = tokenizer or tokenizer_from_meta(meta)
+    text_bytes = torch.tensor([len(b) for b in tokenizer.token_bytes()], dtype=torch.float64)
+except (ValueError, FileNotFoundError, KeyError) as e:
+    tokenizer, text_bytes = None, None
+    if master:
+        print(f"note: no bits per byte ({e})")
+hf_tokenizer = tokenizer if save_hf and master else None
 
 
 def load_tokens(split):
@@ -231,16 +249,21 @@ def get_batch(split, *key):
 
 @torch.no_grad()
 def estimate_val_loss(m):
-    """Mean loss of m over the eval_iters fixed val batches (seed 0: the same batches in every run)."""
+    """(loss, bits per byte) of m over the eval_iters fixed val batches (seed 0: the same batches in every run).
+    loss: the training loss's mean (per token, or per target byte for byte_pool); bits per byte: the summed
+    negative log-likelihood over the UTF-8 bytes of the targets' text, comparable across tokenizations."""
     m.eval()
-    losses = torch.zeros(eval_iters)
+    total, units, nbytes = 0.0, 0, 0.0
     for k in range(eval_iters):
         x, y = get_batch('val', k)
         with autocast:
-            _, loss = m(x, y)
-        losses[k] = loss.item()
+            _, nll = m(x, y, reduction='none')
+        total += nll.double().sum().item()
+        units += m.loss_units(y)
+        if text_bytes is not None:
+            nbytes += float(text_bytes[y.cpu().clamp(max=len(text_bytes) - 1)].sum())
     m.train()
-    return losses.mean().item()
+    return total / units, total / nbytes / math.log(2) if nbytes else None
 
 
 def rng_state():
@@ -267,6 +290,9 @@ torch.manual_seed(seed)  # the same initial weights on every rank
 checkpoint = None
 shape = {k: v for k, v in dict(arch=arch, n_layer=n_layer, n_head=n_head, n_embd=n_embd, mlp_width=mlp_width,
                                 vocab_size=vocab_size, dropout=dropout).items() if v is not None}
+if byte_pool:
+    shape.update(byte_pool=True, byte_embd=byte_embd, byte_head=byte_head, byte_layer=byte_layer,
+                 byte_block=byte_block, byte_decoder=byte_decoder)
 GROW_KEYS = ('grow_n_embd', 'grow_n_head', 'grow_n_layer', 'grow_mlp_width', 'grow_method', 'grow_depth_mode',
              'grow_noise')
 # what a checkpoint means: a resume that changes any of these would train another run under this one's name
@@ -283,6 +309,9 @@ try:
             shape['block_size'] = block_size
         model_config = (preset_config(model_preset, **shape) if model_preset is not None else GPTConfig(**shape))
         model = GPT(model_config)
+        if byte_pool:
+            from byte_pool import byte_table
+            model.byte_table.copy_(byte_table(tokenizer.token_bytes(), model_config.vocab_size, byte_block))
     elif init_from == 'resume':
         if not os.path.exists(ckpt_path):
             fail(f"init_from='resume' but {ckpt_path} does not exist: train into this out_dir first")
@@ -340,6 +369,13 @@ try:
                 m.dropout = dropout
 except (ValueError, TypeError, FileNotFoundError) as e:
     fail(e)
+if model.config.byte_pool:  # its byte table must spell this dataset's ids
+    from byte_pool import byte_table
+    if tokenizer is None or not torch.equal(model.byte_table, byte_table(tokenizer.token_bytes(),
+                                                                         model.config.vocab_size,
+                                                                         model.config.byte_block)):
+        fail(f"the byte-level model's byte table does not spell {data_dir}'s ids ({meta['tokenizer']} tokenizer): "
+             f"use a dataset made with the tokenizer the model was built on")
 if block_size is None:
     block_size = model.config.block_size
     config['block_size'] = block_size
@@ -354,7 +390,7 @@ if growing and checkpoint is None:
     # grown on the CPU in grow_check_dtype, before compile and DDP (every rank grows the same model from the same
     # seed); exactness is measured on real text: 4 sequences of val batch 0, up to 256 tokens each
     from expand import grow, describe
-    small_val_loss = estimate_val_loss(model.to(device)) if master else None
+    small_val_loss = estimate_val_loss(model.to(device))[0] if master else None
     model.cpu()
     idx = get_batch('val', 0)[0][:4, :256].cpu()
     small = model.config
@@ -526,7 +562,7 @@ def evaluate_and_save():
     """Every rank evaluates (a sharded model's forward needs them all; a replicated one gives every rank the same
     loss, so a divergence stops them all); rank 0 logs and writes."""
     global best_val_loss, best_iter
-    val_loss = estimate_val_loss(fwd_model)
+    val_loss, val_bpb = estimate_val_loss(fwd_model)
     if ddp:  # rank 0's number for all: whether to save must be one decision
         v = torch.tensor([val_loss], dtype=torch.float64, device=device)
         dist.broadcast(v, 0)
@@ -535,13 +571,13 @@ def evaluate_and_save():
         stop(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good "
              f"state (try a lower learning_rate or more warmup_iters)")
     # lr: the rate of the last iteration run (None before the first), as on the train-log lines
-    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss,
+    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss, val_bpb=val_bpb,
                   lr=get_lr(iter_num - 1) if iter_num > 0 else None,
                   **{f'params_{k}': v for k, v in raw_model.param_counts().items()})
     if pruner is not None:
         record.update(pruner.stats())
     if master:
-        print(f"iter {iter_num}: val loss {val_loss:.4f}")
+        print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
     agree(log_metrics(record) if master else None)
     due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
     if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
@@ -557,9 +593,9 @@ def release_lock():
 
 # -----------------------------------------------------------------------------
 if eval_only:
-    val_loss = estimate_val_loss(fwd_model)  # every rank: a sharded model's forward needs them all
+    val_loss, val_bpb = estimate_val_loss(fwd_model)  # every rank: a sharded model's forward needs them all
     if master:
-        print(f"val loss {val_loss:.4f}")
+        print(f"val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
     sys.exit(0)  # an evaluation writes nothing
 
 
