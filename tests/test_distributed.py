@@ -44,7 +44,14 @@ def test_fsdp_equals_ddp_with_pruning_and_resumes_exactly(data_dir, tmp_path):
         assert v2[it] == pytest.approx(v1[it], rel=1e-5), it
     c1, c2 = load_ckpt(ddp), load_ckpt(fsdp)
     for k, w in c1['model'].items():
-        torch.testing.assert_close(c2['model'][k], w, rtol=1e-5, atol=1e-6, msg=k)
+        w2 = c2['model'][k]
+        if k.endswith('attn.c_attn.bias'):
+            # the key bias has an exactly zero gradient (softmax ignores a constant shift of the scores), so AdamW
+            # steps it by normalised rounding noise, which differs with the reduction order: compare q and v only
+            keep = torch.ones(2, 3, 16, dtype=torch.bool)
+            keep[:, 1] = False
+            w, w2 = w[keep.flatten()], w2[keep.flatten()]
+        torch.testing.assert_close(w2, w, rtol=1e-5, atol=1e-6, msg=k)
     for k, m in c1['pruner']['masks'].items():
         assert torch.equal(c2['pruner']['masks'][k], m), k  # the same weights pruned
     from hf_io import load_model

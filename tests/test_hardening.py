@@ -210,9 +210,12 @@ def test_battery_size_and_exit_convention(ws):
 
 # ------------------------------------------------------------------ nothing lost
 def start_train(out, data, *args):
+    # Ctrl-C's SIGINT as a terminal delivers it: a test suite started in the background (cmd &) ignores SIGINT, and a
+    # child inherits that, so Python would never raise KeyboardInterrupt
     return subprocess.Popen([sys.executable, os.path.join(REPO, 'train.py'), *TINY, f'--data_dir={data}',
                              f'--out_dir={out}', *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_for(path, proc, timeout=120):
