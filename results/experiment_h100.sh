@@ -18,7 +18,7 @@ $PY -c "import torch; print('torch', torch.__version__)"
     --out_dir=data/enwiki_neox --num_proc=16
 mkdir -p out-logs
 # eval.py's WikiText on every final model (added after the committed runs, which predate eval.py: scale A's rerun
-# with it is results/experiment_h100_14m_eval.sh); WikiText-2's raw test file travels in .carry
+# with it is results/experiment_h100_eval.sh 14m); WikiText-2's raw test file travels in .carry
 EVAL="--eval_args=['--wikitext=.carry/wiki.test.raw', '--batch_size=16']"
 $PY experiment.py config/experiment_h100_14m.py "$EVAL" "$@" > out-logs/experiment_h100_14m.log 2>&1 &
 a=$!
