@@ -19,14 +19,23 @@ N_OUT, N_IN = 257, 258  # the decoder predicts bytes and EOT; inputs may also be
 
 
 def byte_table(token_bytes, vocab_size, byte_block):
-    """(vocab_size, byte_block) int16: each id's bytes, truncated to byte_block, padded with PAD. Ids past the
+    """(vocab_size, byte_block) int32: each id's bytes, truncated to byte_block, padded with PAD. Ids past the
     tokenizer's (a vocabulary padded to a multiple of 64) and special tokens have no bytes: an empty row."""
-    table = torch.full((vocab_size, byte_block), PAD, dtype=torch.int16)
+    table = torch.full((vocab_size, byte_block), PAD, dtype=torch.int32)
     for i, b in enumerate(token_bytes[:vocab_size]):
         b = b[:byte_block]
         if b:
-            table[i, :len(b)] = torch.tensor(list(b), dtype=torch.int16)
+            table[i, :len(b)] = torch.tensor(list(b), dtype=torch.int32)
     return table
+
+
+def check_byte_table(model, tokenizer):
+    """ValueError unless a byte-level model's byte table spells tokenizer's ids: with another tokenizer its inputs
+    would be the wrong bytes, silently."""
+    if getattr(model.config, 'byte_pool', False) and not torch.equal(
+            model.byte_table.cpu(), byte_table(tokenizer.token_bytes(), model.config.vocab_size, model.config.byte_block)):
+        raise ValueError(f"the byte-level model's byte table does not spell the {tokenizer.name} tokenizer's ids: "
+                         f"use the tokenizer (and a dataset made with it) the model was built on")
 
 
 def to_text(rows):
@@ -36,7 +45,7 @@ def to_text(rows):
 
 
 def wide(x):
-    """Logits in at least float32 for the softmax (bf16 autocast outputs), float64 kept."""
+    """x in at least float32 (a bf16 autocast output: the residual stream, logits for a softmax); float64 kept."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 

@@ -251,6 +251,9 @@ def main():
                  CONFIG_ERROR)
         tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path) \
             if {'wikitext', 'lambada'} & set(tasks) else None
+        if tok is not None and model.config.byte_pool:
+            from byte_pool import check_byte_table
+            check_byte_table(model, tok)
         if tok is not None and tok.vocab_size > model.config.vocab_size:
             fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
                  f"pass the model's --tokenizer", CONFIG_ERROR)

@@ -189,7 +189,9 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
+        # registration order is initialisation order (the RNG draws) and AdamW's state order: wte stays first
         self.transformer = nn.ModuleDict(dict(
+            **({} if config.byte_pool else dict(wte=nn.Embedding(config.vocab_size, config.n_embd))),
             drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps),
@@ -199,11 +201,11 @@ class GPT(nn.Module):
         if config.byte_pool:
             from byte_pool import PAD, ByteDecoder, ByteEncoder
             self.byte_encoder, self.byte_decoder = ByteEncoder(config), ByteDecoder(config)
-            # each id's bytes (byte_pool.byte_table, set from the dataset's tokenizer): part of the model's meaning
+            # each id's bytes (byte_pool.byte_table, set from the dataset's tokenizer): part of the model's meaning.
+            # int32: collectives (DDP's buffer broadcast) take no int16
             self.register_buffer('byte_table', torch.full((config.vocab_size, config.byte_block), PAD,
-                                                          dtype=torch.int16))
+                                                          dtype=torch.int32))
         else:
-            self.transformer.wte = nn.Embedding(config.vocab_size, config.n_embd)
             self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
             if config.tie_embeddings:
                 self.lm_head.weight = self.transformer.wte.weight
@@ -239,8 +241,9 @@ class GPT(nn.Module):
         pos0 = kv_cache.pos if kv_cache is not None else 0
         if pos0 + T > self.config.block_size:
             raise ValueError(f"sequence of {pos0 + T} tokens exceeds block_size={self.config.block_size}")
-        if self.config.byte_pool:
-            x = self.byte_encoder(idx if idx.dim() == 3 else self.byte_table[idx])
+        if self.config.byte_pool:  # the residual stream in float32 under autocast, as an embedding's output is
+            from byte_pool import wide
+            x = wide(self.byte_encoder(idx if idx.dim() == 3 else self.byte_table[idx]))
         else:
             x = self.transformer.wte(idx)
         cos = sin = None

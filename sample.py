@@ -39,6 +39,9 @@ config = configure(globals(), rules=dict(
 try:
     model, source = load_model(init_from, dtype=torch.float32)
     tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)
+    if model.config.byte_pool:
+        from byte_pool import check_byte_table
+        check_byte_table(model, tok)
 except (ValueError, FileNotFoundError, RuntimeError) as e:
     fail(e)
 if tok.vocab_size > model.config.vocab_size:

@@ -370,12 +370,14 @@ try:
 except (ValueError, TypeError, FileNotFoundError) as e:
     fail(e)
 if model.config.byte_pool:  # its byte table must spell this dataset's ids
-    from byte_pool import byte_table
-    if tokenizer is None or not torch.equal(model.byte_table, byte_table(tokenizer.token_bytes(),
-                                                                         model.config.vocab_size,
-                                                                         model.config.byte_block)):
-        fail(f"the byte-level model's byte table does not spell {data_dir}'s ids ({meta['tokenizer']} tokenizer): "
-             f"use a dataset made with the tokenizer the model was built on")
+    from byte_pool import check_byte_table
+    if tokenizer is None:
+        fail(f"a byte-level model reads the dataset's tokenizer, and {data_dir}'s ({meta['tokenizer']}) could not be "
+             f"built: see the note above (e.g. its tokenizer_path)")
+    try:
+        check_byte_table(model, tokenizer)
+    except ValueError as e:
+        fail(f"{data_dir}: {e}")
 if block_size is None:
     block_size = model.config.block_size
     config['block_size'] = block_size

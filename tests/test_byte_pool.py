@@ -161,7 +161,7 @@ def test_byte_level_training_resumes_exactly_and_reports_bits_per_byte(bpe_data_
                                            rel=1e-6)
 
 
-def test_pruning_export_and_sampling_of_a_byte_level_model(bpe_data_dir, tmp_path):
+def test_pruning_export_and_sampling_of_a_byte_level_model(bpe_data_dir, data_dir, tmp_path):
     out = str(tmp_path / 'run')
     train(*TINY_BYTES, f'--data_dir={bpe_data_dir}', f'--out_dir={out}', '--max_iters=6', '--eval_interval=3',
           '--final_sparsity=0.5', '--prune_start=1', '--prune_end=5', '--prune_every=2', '--save_hf=True')
@@ -178,6 +178,10 @@ def test_pruning_export_and_sampling_of_a_byte_level_model(bpe_data_dir, tmp_pat
     import transformers
     with pytest.raises(ValueError, match='growing_sparse_byte_pool'):
         transformers.AutoConfig.from_pretrained(os.path.join(out, 'model'))
+    # continuing it on a dataset of another tokenizer is refused: its byte table spells other ids
+    r = train(f'--init_from={os.path.join(out, "model")}', f'--data_dir={data_dir}', f'--out_dir={tmp_path / "c"}',
+              '--max_iters=1', check=False)
+    assert r.returncode == 1 and 'does not spell' in r.stderr and r.stderr.count('\n') == 1, r.stderr[-2000:]
     # sample.py: the prompt, then text decoded from sampled bytes; the KV cache changes nothing (greedy)
     def sample(*args):
         r = subprocess.run([sys.executable, 'sample.py', f'--init_from={out}', '--device=cpu', '--dtype=float32',
@@ -189,3 +193,30 @@ def test_pruning_export_and_sampling_of_a_byte_level_model(bpe_data_dir, tmp_pat
     assert len(samples) == 2 and all(s.startswith('the café') and len(s) > len('the café\n') for s in samples)
     assert samples[0] != samples[1]
     assert sample('--temperature=0') == sample('--temperature=0', '--use_cache=False')
+
+
+def test_core_runs_in_float32_under_autocast_and_bpe_parameter_order_is_kept():
+    """The encoder's output enters the residual stream in float32 under bf16 autocast, as an embedding's does (a bf16
+    residual stream would handicap the byte-level model); a BPE model registers wte first, as before the byte option
+    existed (initialisation draws and AdamW's positional state in older checkpoints depend on that order)."""
+    m, _ = tiny(arch='gpt_neox')
+    m.float()
+    seen = []
+    m.transformer.h[0].register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        m(torch.randint(64, (2, 8)))
+    assert seen == [torch.float32]
+    names = [n for n, _ in GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=64)).named_parameters()]
+    assert names[0] == 'transformer.wte.weight' and names[-1] == 'lm_head.weight'
+
+
+def test_ddp_trains_a_byte_level_model_as_one_process_does(bpe_data_dir, tmp_path):
+    """2 gloo ranks (the byte table is a buffer DDP broadcasts) against one process, 2 micro-steps: 1e-5."""
+    one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+    common = [*TINY_BYTES, f'--data_dir={bpe_data_dir}', '--max_iters=3', '--eval_interval=3',
+              '--gradient_accumulation_steps=2']
+    train(*common, f'--out_dir={one}')
+    train(*common, f'--out_dir={two}', torchrun=True)
+    (t1, v1), (t2, v2) = metrics(one), metrics(two)
+    assert v2[3] == pytest.approx(v1[3], rel=1e-5)
+    assert all(t2[i]['train_loss'] == pytest.approx(t1[i]['train_loss'], rel=1e-5) for i in t1)
