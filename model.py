@@ -15,6 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from byte_pool import PAD, ByteDecoder, ByteEncoder, decoder_targets, wide
+from byte_pool import flops_per_token as byte_flops_per_token
+
 
 @dataclass
 class GPTConfig:
@@ -199,7 +202,6 @@ class GPT(nn.Module):
         if config.arch == 'gpt2':
             self.transformer.wpe = nn.Embedding(config.block_size, config.n_embd)
         if config.byte_pool:
-            from byte_pool import PAD, ByteDecoder, ByteEncoder
             self.byte_encoder, self.byte_decoder = ByteEncoder(config), ByteDecoder(config)
             # each id's bytes (byte_pool.byte_table, set from the dataset's tokenizer): part of the model's meaning.
             # int32: collectives (DDP's buffer broadcast) take no int16
@@ -242,7 +244,6 @@ class GPT(nn.Module):
         if pos0 + T > self.config.block_size:
             raise ValueError(f"sequence of {pos0 + T} tokens exceeds block_size={self.config.block_size}")
         if self.config.byte_pool:  # the residual stream in float32 under autocast, as an embedding's output is
-            from byte_pool import wide
             x = wide(self.byte_encoder(idx if idx.dim() == 3 else self.byte_table[idx]))
         else:
             x = self.transformer.wte(idx)
@@ -271,14 +272,12 @@ class GPT(nn.Module):
         return logits, loss
 
     def byte_targets(self, targets):
-        from byte_pool import decoder_targets
         return decoder_targets(self.byte_table[targets.reshape(-1)])
 
     def loss_units(self, targets):
         """What the mean loss averages over: tokens, or (byte_pool) target bytes including each end-of-token."""
         if not self.config.byte_pool:
             return targets.numel()
-        from byte_pool import PAD
         return int((self.byte_table[targets] != PAD).sum()) + targets.numel()
 
     @torch.no_grad()
@@ -326,8 +325,7 @@ class GPT(nn.Module):
         core = 6 * self.param_counts()['non_embedding'] + 12 * c.n_layer * c.n_embd * T
         if not c.byte_pool:
             return core + 6 * c.vocab_size * c.n_embd
-        from byte_pool import flops_per_token
-        return core + flops_per_token(c)
+        return core + byte_flops_per_token(c)
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()

@@ -218,14 +218,14 @@ try:
     meta = read_meta(data_dir)
     for split in ('train', 'val'):
         open_tokens(data_dir, split, meta)
-    # save_hf exports the tokenizer beside the weights, byte_pool reads its bytes: build it now
-    tokenizer = tokenizer_from_meta(meta) if save_hf or byte_pool else None
 except (ValueError, FileNotFoundError, KeyError) as e:
     fail(e)
-try:  # UTF-8 bytes per id: val bits per byte for every model, BPE or byte-level, on the same text
-    tokenizer = tokenizer or tokenizer_from_meta(meta)
+try:  # its UTF-8 bytes per id give val bits per byte for every model, BPE or byte-level, on the same text
+    tokenizer = tokenizer_from_meta(meta)
     text_bytes = torch.tensor([len(b) for b in tokenizer.token_bytes()], dtype=torch.float64)
 except (ValueError, FileNotFoundError, KeyError) as e:
+    if save_hf or byte_pool:  # exported beside the weights; spelled by the byte table
+        fail(e)
     tokenizer, text_bytes = None, None
     if master:
         print(f"note: no bits per byte ({e})")
