@@ -244,7 +244,7 @@ class GPT(nn.Module):
         if pos0 + T > self.config.block_size:
             raise ValueError(f"sequence of {pos0 + T} tokens exceeds block_size={self.config.block_size}")
         if self.config.byte_pool:  # the residual stream in float32 under autocast, as an embedding's output is
-            x = wide(self.byte_encoder(idx if idx.dim() == 3 else self.byte_table[idx]))
+            x = wide(self.encode_bytes(idx))
         else:
             x = self.transformer.wte(idx)
         cos = sin = None
@@ -270,6 +270,15 @@ class GPT(nn.Module):
                                    reduction=reduction)
             loss = loss if reduction == 'mean' else loss.view(B, T)
         return logits, loss
+
+    def encode_bytes(self, idx):
+        """byte_pool: the core's input vectors of ids (B, T), or of bytes (B, T, byte_block)."""
+        if idx.dim() == 3:
+            return self.byte_encoder(idx)
+        # a token's vector is a function of its id alone, and a batch repeats ids (8,192 enwiki tokens hold about
+        # 2,700 distinct ones): each distinct id is encoded once and its vector gathered to every position
+        ids, where = torch.unique(idx, return_inverse=True)
+        return F.embedding(where, self.byte_encoder(self.byte_table[ids]))
 
     def byte_targets(self, targets):
         return decoder_targets(self.byte_table[targets.reshape(-1)])

@@ -409,8 +409,10 @@ def activation_norms(model, names, batches):
         hooks.append(module.register_forward_pre_hook(hook))
     try:
         byte_pool = getattr(getattr(model, 'config', None), 'byte_pool', False)
-        for x in batches:  # a byte-level model's decoder runs on the next tokens' bytes: give it them
-            model(x[:, :-1], x[:, 1:]) if byte_pool else model(x)
+        for x in batches:  # a byte-level model's decoder runs on the next tokens' bytes: give it them. Its input
+            # goes in as bytes, not ids, so that every position runs the encoder and each token weighs as often as
+            # it occurs (from ids, the encoder sees each distinct id once: GPT.encode_bytes)
+            model(model.byte_table[x[:, :-1]], x[:, 1:]) if byte_pool else model(x)
     finally:
         for h in hooks:
             h.remove()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO, SHARED_DATA
-from byte_pool import EOT, PAD, byte_table, to_text
+from byte_pool import EOT, PAD, byte_table, decoder_targets, to_text
 from model import GPT, GPTConfig
 from test_train import load_ckpt, metrics, train
 
@@ -106,6 +106,67 @@ def test_loss_is_the_mean_cross_entropy_per_target_byte(byte_decoder):
     nll = m(x, y, reduction='none')[1]
     lp, _ = m.token_logprobs(x, y)
     assert nll.sum().item() == pytest.approx(total, rel=1e-12) and -lp.sum().item() == pytest.approx(total, rel=1e-12)
+
+
+def test_short_tokens_skip_the_decoder_positions_after_their_end():
+    """The causal decoder runs rows whose targets fit in the first half of the positions over that half only
+    (ByteDecoder.teacher_forced): every logit a target reads equals the full-length decoder's (float64, 1e-12), for
+    a batch of short and long rows, only short ones and only long ones."""
+    m, words = tiny()
+    d = m.byte_decoder
+    lengths = [len(w) for w in words]  # 0..12 bytes at byte_block 8: 9 target positions, the first 5 for short rows
+    h = torch.randn(64, 32, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    calls = []
+    hook = d.h[0].register_forward_pre_hook(lambda mod, args: calls.append(tuple(args[0].shape[:2])))
+    for ids in (torch.arange(64), torch.tensor([i for i in range(64) if lengths[i] <= 4]),
+                torch.tensor([i for i in range(64) if lengths[i] > 4])):
+        tgt = decoder_targets(m.byte_table[ids])
+        calls.clear()
+        got = d.teacher_forced(h[:len(ids)], tgt)
+        n_short = sum(lengths[i] <= 4 for i in ids.tolist())
+        assert sorted(calls) == sorted([(len(ids) - n_short, 9), (n_short, 5)])
+        full = d(h[:len(ids)], tgt[:, :-1], L=9)
+        real = tgt != PAD
+        torch.testing.assert_close(got[real], full[real], rtol=1e-12, atol=1e-12)
+        short = torch.tensor([lengths[i] <= 4 for i in ids.tolist()])
+        assert torch.all(got[short, 5:] == 0)  # positions a short row never ran
+    hook.remove()
+
+
+def test_each_distinct_id_is_encoded_once_giving_every_position_the_same_vector_and_gradient():
+    """GPT.encode_bytes runs the encoder on a batch's distinct ids only and gathers their vectors: the loss and every
+    gradient equal those of encoding each position on its own (float64, 1e-12 relative), the encoder sees exactly
+    the distinct ids, and a compiled model (Dynamo breaks the graph at the data-dependent unique) gives the eager
+    model's losses and gradients over batches with different counts of distinct ids."""
+    m, _ = tiny()
+    params = [p for p in m.parameters() if p.requires_grad]
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randint(0, n, (3, 20), generator=g), torch.randint(0, 64, (3, 20), generator=g))
+               for n in (64, 40, 12)]
+    seen = []
+    hook = m.byte_encoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    _, loss = m(*batches[0])
+    hook.remove()
+    assert seen == [len(batches[0][0].unique())] and seen[0] < batches[0][0].numel()
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    every = GPT(m.config).double()
+    every.load_state_dict(m.state_dict())
+    every.encode_bytes = lambda idx: every.byte_encoder(every.byte_table[idx])  # each position on its own
+    _, ref = every(*batches[0])
+    ref_grads = torch.autograd.grad(ref, list(every.parameters()), allow_unused=True)
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=0)
+    for a, b in zip(grads, ref_grads):
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+    compiled = torch.compile(m, backend='aot_eager')
+    for idx, tgt in batches:
+        _, le = m(idx, tgt)
+        _, lc = compiled(idx, tgt)
+        torch.testing.assert_close(lc, le, rtol=1e-12, atol=0)
+        for a, b in zip(torch.autograd.grad(lc, params, allow_unused=True),
+                        torch.autograd.grad(le, params, allow_unused=True)):
+            if b is not None:
+                torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
 
 
 @pytest.mark.parametrize('method', ['top_left', 'isotropic'])
