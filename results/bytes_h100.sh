@@ -8,7 +8,9 @@
 #   bash results/bytes_h100.sh bytes_4layer_14m     # an ablation: 4 layers in the encoder and the decoder
 # A run already finished (its out_dir holds model/) is not run again; the summary covers every finished run.
 # The committed results/bytes_h100/ ran at commit 7086937, whose byte-level cores kept their residual stream in bf16
-# under autocast (fixed since; README caveat): rerun all five for numbers of the current code.
+# under autocast (fixed since; README): rerun all five for numbers of the current code. results/bytes_h200/ holds
+# bpe_14m and bytes_14m of commit 456777c on one H200 (the rest stopped for device time), whose compiled byte runs took
+# the data-dependent savings and ran at 0.14x BPE's tokens/s; compiled runs skip them since.
 # (The committed 14m runs used config/train_bytes_14m.py as a standalone copy of the 70m file with these three keys
 # changed, before it became an overlay: the same settings, which each run's train_config.json records.)
 set -euo pipefail

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One scale of the grow experiment run again, every arm of it in one go, so that eval.py's WikiText bits per byte is
 # measured on every final model (README): bash results/experiment_h100_eval.sh 14m   -> results/experiment_h100_14m_eval/
-# (7 minutes on one H100); 70m for scale B (about 15 minutes: longer than one device call, so run it under setsid
-# and poll, or across calls: a rerun continues the experiment). The runner evaluates each finished arm
+# (7 minutes on one H100); 70m for scale B (13.5 minutes on one H200, data preparation included: longer than one device
+# call, so run it under setsid and poll, or across calls: a rerun continues the experiment). The committed scale B,
+# results/experiment_h200_70m_eval/, is out-exp-h100-70m-eval of that H200 run (commit 456777c), its plot redrawn with
+# --plot_only=True "--title=... one H200". The runner evaluates each finished arm
 # (experiment.py eval_tasks); WikiText-2's raw test file travels in .carry like the enwiki shards:
 #   mkdir -p .carry && cp ../shared/data/enwiki/enwiki_train_0[0-3].jsonl.xz ../shared/data/enwiki/enwiki_val.jsonl.xz \
 #       ../shared/data/tokenizers/gpt-neox-20b/tokenizer.json ../shared/data/wikitext/wikitext-2-raw/wiki.test.raw .carry/

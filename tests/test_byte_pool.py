@@ -136,8 +136,9 @@ def test_short_tokens_skip_the_decoder_positions_after_their_end():
 def test_each_distinct_id_is_encoded_once_giving_every_position_the_same_vector_and_gradient():
     """GPT.encode_bytes runs the encoder on a batch's distinct ids only and gathers their vectors: the loss and every
     gradient equal those of encoding each position on its own (float64, 1e-12 relative), the encoder sees exactly
-    the distinct ids, and a compiled model (Dynamo breaks the graph at the data-dependent unique) gives the eager
-    model's losses and gradients over batches with different counts of distinct ids."""
+    the distinct ids, and a compiled model, whose one graph encodes every position and runs the full decoder (no
+    tensor of data-dependent size), gives the eager model's losses and gradients over batches with
+    different counts of distinct ids."""
     m, _ = tiny()
     params = [p for p in m.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)
@@ -158,7 +159,13 @@ def test_each_distinct_id_is_encoded_once_giving_every_position_the_same_vector_
     for a, b in zip(grads, ref_grads):
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
-    compiled = torch.compile(m, backend='aot_eager')
+    shapes = []
+
+    def record(gm, example_inputs):  # every tensor's shape in the graph Dynamo hands to its backend
+        shapes.extend(n.meta['example_value'].shape for n in gm.graph.nodes
+                      if isinstance(n.meta.get('example_value'), torch.Tensor))
+        return gm.forward
+    compiled = torch.compile(m, backend=record, fullgraph=True)
     for idx, tgt in batches:
         _, le = m(idx, tgt)
         _, lc = compiled(idx, tgt)
@@ -167,6 +174,7 @@ def test_each_distinct_id_is_encoded_once_giving_every_position_the_same_vector_
                         torch.autograd.grad(le, params, allow_unused=True)):
             if b is not None:
                 torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+    assert shapes and all(type(n) is int for shape in shapes for n in shape)  # no size that depends on the data
 
 
 @pytest.mark.parametrize('method', ['top_left', 'isotropic'])
