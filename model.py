@@ -276,10 +276,8 @@ class GPT(nn.Module):
         if idx.dim() == 3:
             return self.byte_encoder(idx)
         # a token's vector is a function of its id alone, and a batch repeats ids (8,192 enwiki tokens hold about
-        # 2,700 distinct ones): eager, each distinct id is encoded once and its vector gathered to every position
-        # (2.25x the tokens/s on a CPU with the decoder's shortcut). Compiled, every position is encoded: the
-        # data-dependent size would break the graph and sync the host, and the shortcuts made a compiled 14m run on an
-        # H200 4x slower (results/bytes_h200/)
+        # 2,700 distinct ones), so eager runs encode each distinct id once. Compiled, every position: a size that
+        # depends on the data splits the graph and syncs the host (4x slower on an H200, results/bytes_h200/)
         if torch.compiler.is_compiling():
             return self.byte_encoder(self.byte_table[idx])
         ids, where = torch.unique(idx, return_inverse=True)
