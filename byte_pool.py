@@ -9,9 +9,9 @@ embedding and LM head, replaced by two small byte transformers, so that no tenso
 The byte table maps each token id to its bytes (data/tokenizer.py's token_bytes), so existing .bin files serve.
 A token longer than byte_block bytes keeps its first byte_block bytes: the encoder sees them, and the decoder's
 target is them followed by the end-of-token symbol (README: how often this happens on enwiki).
-Two savings leave every result as it was, to float rounding: a batch's distinct ids are encoded once each
-(GPT.encode_bytes), and the decoder runs a short token over the first half of its positions
-(ByteDecoder.teacher_forced).
+Two savings, eager only, leave every result as it was, to float rounding: a batch's distinct ids are encoded once
+each (GPT.encode_bytes), and the decoder runs a short token over the first half of its positions
+(ByteDecoder.teacher_forced). A compiled model runs every position, in one graph of fixed sizes.
 """
 import torch
 import torch.nn as nn
@@ -61,9 +61,9 @@ def decoder_targets(rows):
 
 def flops_per_token(c):
     """Training FLOPs per token of the encoder (over byte_block positions) and the decoder (byte_block + 1), padding
-    included: 6 per weight of a matmul per position, plus attention within the token. An upper bound of what runs,
-    independent of the data: GPT.encode_bytes encodes each distinct id of a batch once, and a short token's decoder
-    runs over half the positions (ByteDecoder.teacher_forced)."""
+    included: 6 per weight of a matmul per position, plus attention within the token. What a compiled model runs;
+    an eager one runs less (GPT.encode_bytes encodes each distinct id of a batch once, and a short token's decoder
+    runs over half the positions: ByteDecoder.teacher_forced)."""
     block, L = 12 * c.byte_embd ** 2, c.byte_block
     enc = L * c.byte_layer * (block + 2 * c.byte_embd * L) + c.byte_embd * c.n_embd
     dec = (L + 1) * (c.byte_layer * (block + 2 * c.byte_embd * (L + 1)) + c.byte_embd * N_OUT) + c.byte_embd * c.n_embd
