@@ -277,7 +277,7 @@ class GPT(nn.Module):
             return self.byte_encoder(idx)
         # a token's vector is a function of its id alone, and a batch repeats ids (8,192 enwiki tokens hold about
         # 2,700 distinct ones), so eager runs encode each distinct id once. Compiled, every position: a size that
-        # depends on the data splits the graph and syncs the host (4x slower on an H200, results/bytes_h200/)
+        # depends on the data splits the graph and syncs the host (4x slower on an H200, results/bytes_h200_456777c/)
         if torch.compiler.is_compiling():
             return self.byte_encoder(self.byte_table[idx])
         ids, where = torch.unique(idx, return_inverse=True)

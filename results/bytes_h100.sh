@@ -1,18 +1,16 @@
 #!/usr/bin/env bash
-# Byte-level pooling against BPE on one H100 (README, byte-level section; results/bytes_h100/): the Pythia-14m and
-# Pythia-70m cores trained from scratch on the same 20 M enwiki tokens (GPT-NeoX ids), one run at a time so that
-# tokens/s compare, then eval.py's WikiText and val numbers for every final model. The GPU machine has no ../shared:
+# Byte-level pooling against BPE on one GPU (README, byte-level section): the Pythia-14m and Pythia-70m cores trained
+# from scratch on the same 20 M enwiki tokens (GPT-NeoX ids), one run at a time so that tokens/s compare, then eval.py's
+# WikiText and val numbers for every final model. The GPU machine has no ../shared:
 #   mkdir -p .carry && cp ../shared/data/enwiki/enwiki_train_0[0-3].jsonl.xz ../shared/data/enwiki/enwiki_val.jsonl.xz \
 #       ../shared/data/tokenizers/gpt-neox-20b/tokenizer.json ../shared/data/wikitext/wikitext-2-raw/wiki.test.raw .carry/
-#   bash results/bytes_h100.sh bpe_14m bytes_14m bytes_parallel_14m bpe_70m bytes_70m   # any subset, in order
-#   bash results/bytes_h100.sh bytes_4layer_14m     # an ablation: 4 layers in the encoder and the decoder
-# A run already finished (its out_dir holds model/) is not run again; the summary covers every finished run.
-# The committed results/bytes_h100/ ran at commit 7086937, whose byte-level cores kept their residual stream in bf16
-# under autocast (fixed since; README): rerun all five for numbers of the current code. results/bytes_h200/ holds
-# bpe_14m and bytes_14m of commit 456777c on one H200 (the rest stopped for device time), whose compiled byte runs took
-# the data-dependent savings and ran at 0.14x BPE's tokens/s; compiled runs skip them since.
-# (The committed 14m runs used config/train_bytes_14m.py as a standalone copy of the 70m file with these three keys
-# changed, before it became an overlay: the same settings, which each run's train_config.json records.)
+#   bash results/bytes_h100.sh bpe_14m bytes_14m bytes_parallel_14m bytes_4layer_14m bpe_70m bytes_70m  # any subset
+# (bytes_4layer_*: 4 layers in the encoder and the decoder.) A run already finished (its out_dir holds model/) is not
+# run again; the summary covers every finished run. The README's table: results/bytes_h200/, all six on one H200 at
+# commit 7b598b9 (11 min 45 s). Earlier, kept for the record: results/bytes_h100/ (one H100, commit 7086937, whose
+# byte-level cores kept their residual stream in bf16 under autocast; its 14m runs used config/train_bytes_14m.py as a
+# standalone copy of the 70m file with three keys changed, the same settings) and results/bytes_h200_456777c/ (14m,
+# whose compiled byte runs took the data-dependent savings and ran at 0.14x BPE's tokens/s; compiled runs skip them).
 set -euo pipefail
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TORCHINDUCTOR_COMPILE_THREADS=4 TOKENIZERS_PARALLELISM=false
 PY=$(command -v python3 || command -v python)
