@@ -47,6 +47,7 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'float32'             # 'float32' | 'bfloat16': the weights' dtype (log-probabilities always in float32)
 tokenizer = None              # None: the model's (as sample.py finds it)
 tokenizer_path = None
+check_only = False            # check the settings and exit (experiment.py does, before any arm trains)
 # -----------------------------------------------------------------------------
 TASKS = Rule(lambda v: len(v) > 0 and set(v) <= {'wikitext', 'lambada', 'val'},
              "a non-empty list of 'wikitext', 'lambada', 'val'")
@@ -232,6 +233,8 @@ def main():
         init_from=non_empty, tasks=TASKS, eval_iters=positive, batch_size=positive, val_batch_size=positive,
         block_size=positive, max_length=positive, limit=positive, device=device_rule, dtype=one_of('float32', 'bfloat16'),
         tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char')))
+    if check_only:
+        return None
     t0 = time.time()
     try:
         model, source = load_model(init_from, dtype=torch.float32)

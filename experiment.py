@@ -1,22 +1,26 @@
 """
-The grow experiment end to end, and its answer drawn: does Recipe 2 reach a given loss with fewer tokens than
-Recipe 1 and than continuing the small model?
-  Recipe 2  grow a small pretrained model function-preservingly (expand.py) and train it while pruning it
-            gradually back to the small model's count of non-zero linear weights
-  Recipe 1  the same large sparse model from scratch: same shape, same pruning, same tokens
+The grow experiment end to end, every arm tuned alike and seeded, and its answer drawn: does Recipe 2 (a small
+pretrained model grown function-preservingly, then trained while pruned back to the small model's non-zero count)
+reach a given loss with fewer tokens than Recipe 1 (the same large sparse model from scratch), than the status quo
+(the large model trained dense, pruned once, retrained) and than the small model continued?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
-  python experiment.py config/experiment_70m.py                   # Pythia-70m grown to 1024 wide
-  python experiment.py config/experiment_70m.py --plot_only=True  # summary + plot from existing out_dirs
-Every arm is one train.py run in exp_dir/<arm>:
-  train.py <the arm's config files> <common> <the arm's --key=value> --out_dir=exp_dir/<arm>
-where '{small}' in an argument stands for the small model. With small=None the small model is first pretrained
-into exp_dir/small from `small_pretrain` (its sunk cost is then measured). Arms run in order, or `parallel` at once
-(small models sharing one GPU). An arm that finished is not run again; a killed one resumes from its checkpoint,
-so rerunning the command continues a killed experiment. A changed command for an arm that already ran is refused.
-Writes exp_dir/summary.json, summary.md (the table, also printed) and hypothesis.png.
+  python experiment.py config/experiment_a.py                     # scale A on one GPU (results/README.md)
+  python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
+Each arm is a list of train.py arguments plus a grid: train.py keys with lists of values. Protocol:
+  1. sweep   every point of every arm's grid at seeds[0]; each arm's best point = the lowest final val loss
+  2. seeds   each arm's best point again at seeds[1:] (not for an arm whose best learning rate is at the grid's edge:
+             extend its grid first); the small model is pretrained again for each seed
+  3. report  the chosen points' final loss on the test split (train.py scores it at the last iteration; no choice
+             reads it), mean and standard deviation over seeds, the crossover N, tokens and FLOPs to Recipe 1's loss
+A run is train.py in exp_dir/<arm>/<point>_s<seed> (the small model: exp_dir/small/s<seed>), with
+  train.py <the arm's config files> <common> <its own --key=value> <the point's --key=value> --seed=<seed>
+where '{small}' stands for the small model. Rerunning the command continues: a finished run (its final record is in
+metrics.jsonl) is never run again, a killed one resumes from its checkpoint; a run whose command or config files
+changed is refused. Writes exp_dir/summary.json, summary.md, hypothesis.png and lr.png.
 """
 import ctypes
-import json
+import hashlib
+import itertools
 import math
 import os
 import shlex
@@ -27,28 +31,30 @@ import time
 
 import numpy as np
 
+from files import FileError, read_json, read_jsonl, write_json, write_text
+
 # -----------------------------------------------------------------------------
 exp_dir = 'out-experiment'
-small = None                  # the small pretrained model: HF directory, hub id or train.py out_dir; None: pretrain it
-small_pretrain = None         # train.py arguments that pretrain it into exp_dir/small (when small is None)
-small_pretrain_tokens = None  # tokens an external small model was pretrained on, for its sunk FLOPs (None: unknown)
-arms = {}                     # arm name -> train.py arguments; 'recipe1' and 'recipe2' are required
-common = []                   # --key=value for every run (pretraining included), before the run's own overrides
+small = None                  # the small pretrained model (HF directory, hub id, train.py out_dir); None: pretrain it
+small_pretrain = None         # train.py arguments that pretrain it into exp_dir/small/s<seed> (when small is None)
+small_pretrain_tokens = None  # tokens an external small model was pretrained on (its sunk cost; None: unknown)
+arms = {}                     # name -> dict(args=[train.py arguments], <train.py key>=[values], ...): the grid
+seeds = [1337]                # the sweep runs at seeds[0]; each arm's best point at every seed
+common = []                   # --key=value for every run (pretraining included), before the run's own
 launcher = 'python'           # the command that runs train.py, e.g. 'torchrun --standalone --nproc_per_node=8'
-parallel = 1                  # runs at once (small models sharing one GPU); their logs go to exp_dir/<arm>/train.log
-plot_only = False             # only read the out_dirs: summary and plot, run nothing
-only = None                   # a list of arm names: run only those (and the small model's pretraining); None: all
+parallel = 1                  # runs at once (small models share one GPU); logs in each run's train.log
+plot_only = False             # only read the run folders: summary and plots, run nothing
+only = None                   # a list of arm names: run only those (and the small models)
 title = None                  # the plot's title; None: exp_dir
-eval_tasks = ['wikitext']     # eval.py tasks run on every finished model into exp_dir/<arm>/eval.json ([]: none)
+eval_tasks = []               # eval.py tasks on every chosen model, into its eval.json, e.g. ['wikitext']
 eval_args = []                # --key=value for eval.py (device, dtype, batch_size...)
 # -----------------------------------------------------------------------------
-
-SMALL = 'small'               # exp_dir/small: the pretraining run
-ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe1='Recipe 1: scratch, pruned',
-             recipe2_isotropic='Recipe 2, isotropic growth', recipe2_same_hp="Recipe 2 at Recipe 1's lr and score",
-             recipe2_high_lr="Recipe 2 at Recipe 1's lr",
-             small_continued='small model continued (dense)',
-             dense_large='large dense from scratch')
+ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, isotropic growth',
+             recipe1='Recipe 1: scratch, pruned', status_quo='status quo: dense, pruned once, retrained',
+             small_continued='small model continued (dense)', dense_large='large dense from scratch')
+COLORS = dict(recipe2='C3', recipe2_isotropic='C1', recipe1='C0', status_quo='C4', small_continued='C2',
+              dense_large='C7')
+SHORT = dict(learning_rate='lr', score='', prune_start='ps', final_sparsity='fs')
 
 
 class ExperimentError(Exception):
@@ -57,16 +63,14 @@ class ExperimentError(Exception):
 
 # ----------------------------------------------------------------------------- curves
 def interp(curve, t):
-    """The piecewise-linear curve [(tokens, loss), ...] at tokens t."""
     xs, ys = zip(*curve)
     return np.interp(t, xs, ys)
 
 
 def crossover(upper, lower):
-    """The first token count at which `upper` (the curve that starts higher: Recipe 1) comes down to `lower` (Recipe 2),
-    both linear between their eval points, which may lie on different grids; None if it never does within the
-    tokens both cover. On the union of the two grids the difference is linear between neighbours, so its first
-    sign change is found exactly."""
+    """The first token count at which `upper` (Recipe 1, starting higher) comes down to `lower`, both linear between
+    their eval points (any two grids); None if not within the tokens both cover. On the union of the grids the
+    difference is linear between neighbours, so its first sign change is exact."""
     lo, hi = max(upper[0][0], lower[0][0]), min(upper[-1][0], lower[-1][0])
     t = np.array(sorted({x for x, _ in upper + lower if lo <= x <= hi}), dtype=np.float64)
     if len(t) == 0:
@@ -76,9 +80,7 @@ def crossover(upper, lower):
     if len(hit) == 0:
         return None
     i = hit[0]
-    if i == 0:
-        return float(t[0])
-    return float(t[i - 1] + (t[i] - t[i - 1]) * d[i - 1] / (d[i - 1] - d[i]))
+    return float(t[0]) if i == 0 else float(t[i - 1] + (t[i] - t[i - 1]) * d[i - 1] / (d[i - 1] - d[i]))
 
 
 def tokens_to_reach(curve, target):
@@ -92,409 +94,416 @@ def tokens_to_reach(curve, target):
     return None
 
 
-# ----------------------------------------------------------------------------- reading runs
-def read_run(out_dir):
-    """train_config.json and the eval records of metrics.jsonl (a half-written last line is skipped)."""
-    with open(os.path.join(out_dir, 'train_config.json')) as f:
-        tc = json.load(f)
-    evals = []
-    path = os.path.join(out_dir, 'metrics.jsonl')
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    r = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if 'val_loss' in r:
-                    evals.append(r)
-    evals.sort(key=lambda r: r['iter'])
-    return tc, evals
+def best_point(finals, grid):
+    """(best point, at_edge): the point (a tuple of (key, value)) with the lowest final val loss (ties: the earlier
+    point in grid order), and whether its learning rate is the grid's lowest or highest (the optimum may lie outside).
+    finals: {point: loss}."""
+    best = min(finals, key=lambda p: (finals[p], list(finals).index(p)))
+    lrs = sorted(grid.get('learning_rate', []))
+    lr = dict(best).get('learning_rate')
+    return best, len(lrs) > 1 and lr in (lrs[0], lrs[-1])
 
 
-def checkpoint_iter(out_dir):
-    """iter_num of out_dir/ckpt.pt, read through a memory map (no weights are loaded); None without one."""
-    path = os.path.join(out_dir, 'ckpt.pt')
-    if not os.path.exists(path):
-        return None
-    import torch
-    try:
-        return int(torch.load(path, map_location='cpu', weights_only=True, mmap=True)['iter_num'])
-    except Exception as e:
-        raise ExperimentError(f"{path} cannot be read ({type(e).__name__}): remove {out_dir} to rerun that arm")
+def mean_std(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None, None
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None
 
 
-def finished(out_dir):
-    """A run is finished when its checkpoint is at the max_iters its train_config.json asked for."""
-    it = checkpoint_iter(out_dir)
-    if it is None or not os.path.exists(os.path.join(out_dir, 'train_config.json')):
-        return False
-    with open(os.path.join(out_dir, 'train_config.json')) as f:
-        return it >= json.load(f)['config']['max_iters']
+# ----------------------------------------------------------------------------- the runs
+def points(arm):
+    """Every point of the arm's grid: tuples of (key, value), crossed in the order the keys are given."""
+    grid = {k: v for k, v in arms[arm].items() if k != 'args'}
+    return [tuple(zip(grid, vals)) for vals in itertools.product(*grid.values())], grid
 
 
-# ----------------------------------------------------------------------------- running
-def train_args(args, small_model):
-    """The run's config files, then `common`, then its own overrides (so an arm's own --key=value wins)."""
-    args = [a.replace('{small}', small_model) for a in args]
-    return [a for a in args if not a.startswith('--')] + list(common) + [a for a in args if a.startswith('--')]
+def point_name(point):
+    fmt = lambda v: f'{v:g}' if isinstance(v, float) else str(v)  # noqa: E731
+    return '_'.join(SHORT.get(k, k) + fmt(v) for k, v in point) or 'base'
 
 
-def _die_with_parent():
-    # a killed runner must not leave its train.py running: a rerun would then race it on the same out_dir
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def config_hashes(args):
+    """sha256 of each config file's text: an edited config file changes what a run is."""
+    out = {}
+    for a in args:
+        if not a.startswith('--'):
+            with open(a, 'rb') as f:
+                out[a] = hashlib.sha256(f.read()).hexdigest()
+    return out
 
 
 class Run:
-    def __init__(self, name, args):
-        self.name, self.args, self.out_dir = name, args, os.path.join(exp_dir, name)
+    def __init__(self, arm, point, seed):
+        self.arm, self.point, self.seed = arm, point, seed
+        if arm == 'small':
+            self.name, base = f'small/s{seed}', list(small_pretrain)
+        else:
+            self.name, base = f'{arm}/{point_name(point)}_s{seed}', list(arms[arm]['args'])
+        self.out_dir = os.path.join(exp_dir, self.name)
+        small_dir = small if small is not None else os.path.join(exp_dir, 'small', f's{seed}')
+        base = [a.replace('{small}', small_dir) for a in base]
+        over = [f'--{k}={v!r}' if not isinstance(v, str) else f'--{k}={v}' for k, v in point]
+        self.args = ([a for a in base if not a.startswith('--')] + list(common) +
+                     [a for a in base if a.startswith('--')] + over + [f'--seed={seed}'])
         self.proc = None
 
-    def command(self, extra):
-        launch = [sys.executable] if launcher == 'python' else shlex.split(launcher)
-        return launch + ['train.py', *self.args, f'--out_dir={self.out_dir}', *extra]
+    def records(self):
+        return read_jsonl(os.path.join(self.out_dir, 'metrics.jsonl'))
 
-    def start(self, stream):
-        """Start train.py: fresh, resumed from the checkpoint, or fresh over a run killed before its first one."""
-        it = checkpoint_iter(self.out_dir)
-        if it is not None:
-            extra, how = ['--init_from=resume'], f"resuming from iteration {it}"
-        elif os.path.exists(os.path.join(self.out_dir, 'metrics.jsonl')):
+    def config(self):
+        path = os.path.join(self.out_dir, 'train_config.json')
+        return read_json(path, ('config', 'flops_per_token', 'params'), 'train_config.json') \
+            if os.path.exists(path) else None
+
+    def finished(self):
+        tc = self.config()
+        return tc is not None and any(r['iter'] >= tc['config']['max_iters'] and 'val_loss' in r
+                                      for r in self.records())
+
+    def started(self):
+        return os.path.exists(self.out_dir) and bool(os.listdir(self.out_dir))
+
+    def start(self):
+        if os.path.exists(os.path.join(self.out_dir, 'ckpt.pt')):
+            extra, how = ['--init_from=resume'], "resuming"
+        elif self.started():  # killed before its first checkpoint (nothing finished is lost: see finished)
             extra, how = ['--overwrite=True'], "restarting (killed before its first checkpoint)"
         else:
             extra, how = [], "starting"
         os.makedirs(self.out_dir, exist_ok=True)
-        self.log = open(os.path.join(self.out_dir, 'train.log'), 'a')
-        cmd = self.command(extra)
+        launch = [sys.executable] if launcher == 'python' else shlex.split(launcher)
+        cmd = launch + ['train.py', *self.args, f'--out_dir={self.out_dir}', *extra]
         print(f"[{self.name}] {how}: {shlex.join(cmd)}", flush=True)
+        self.log = open(os.path.join(self.out_dir, 'train.log'), 'a')
         self.log.write(f"$ {shlex.join(cmd)}\n")
         self.log.flush()
-        self.stream = stream
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if stream else self.log, stderr=subprocess.STDOUT,
-                                     text=True, preexec_fn=_die_with_parent, bufsize=1,
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
                                      env=dict(os.environ, PYTHONUNBUFFERED='1'))
         self.t0 = time.time()
-
-    def wait_streaming(self):
-        for line in self.proc.stdout:
-            sys.stdout.write(f"[{self.name}] {line}")
-            sys.stdout.flush()
-            self.log.write(line)
-            self.log.flush()
-        return self.proc.wait()
 
     def done(self, rc):
         self.log.close()
         if rc != 0:
-            tail = ''
             with open(os.path.join(self.out_dir, 'train.log')) as f:
                 lines = [ln.strip() for ln in f if ln.strip()]
-            tail = lines[-1] if lines else ''
-            raise ExperimentError(f"arm {self.name!r} failed (exit {rc}): {tail[:300]} "
+            raise ExperimentError(f"run {self.name} failed (exit {rc}): {(lines or [''])[-1][:300]} "
                                   f"(log: {self.out_dir}/train.log); rerun to continue once fixed")
         print(f"[{self.name}] finished in {time.time() - self.t0:.0f}s", flush=True)
 
 
+def _die_with_parent():
+    # a killed runner must not leave its train.py running: a rerun would race it on the same out_dir
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def check_commands(runs):
-    """Refuse a command that changed for an arm that already ran: its out_dir holds the other command's run."""
+    """The experiment owns its run folders: a folder holding a run of another command (or config file text), or a
+    run the experiment did not record, is refused before anything starts."""
     path = os.path.join(exp_dir, 'commands.json')
-    recorded = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            recorded = json.load(f)
+    recorded = read_json(path, what='commands.json') if os.path.exists(path) else {}
     for r in runs:
-        ran = os.path.exists(os.path.join(r.out_dir, 'metrics.jsonl')) or checkpoint_iter(r.out_dir) is not None
-        if ran and r.name in recorded and recorded[r.name] != r.args:
-            changed = sorted(set(recorded[r.name]) ^ set(r.args))
-            raise ExperimentError(f"arm {r.name!r} already ran with other arguments ({' '.join(changed)} differ): "
-                                  f"use another exp_dir, or remove {r.out_dir} to rerun it")
-        if ran and r.name not in recorded:
+        now = dict(args=r.args, config_files=config_hashes(r.args))
+        before = recorded.get(r.name)
+        if r.started() and before is None:
             raise ExperimentError(f"{r.out_dir} holds a run this experiment did not record: use another exp_dir, "
                                   f"or remove it")
-    recorded.update({r.name: r.args for r in runs})
+        if r.started() and before != now:
+            old, new = before.get('args', []), now['args']
+            diff = [a for a in new if a not in old] + [a for a in old if a not in new]
+            what = (' '.join(diff) + ' differ' if diff else 'the same arguments in another order (later ones win)'
+                    if old != new else 'a config file was edited since')
+            raise ExperimentError(f"run {r.name} already ran with another command ({what}): use another exp_dir, "
+                                  f"or remove {r.out_dir} to rerun it")
+        recorded[r.name] = now
     os.makedirs(exp_dir, exist_ok=True)
-    with open(path + '.tmp', 'w') as f:
-        json.dump(recorded, f, indent=1)
-    os.replace(path + '.tmp', path)
+    write_json(path, recorded)
 
 
 def run_all(runs):
-    """Run what is not finished: one at a time with the output streamed, or `parallel` at once into their logs."""
-    todo = []
+    """Run those not finished, `parallel` at once; a failure or Ctrl-C stops the others (they resume later)."""
+    todo = [r for r in runs if not r.finished()]
     for r in runs:
-        if finished(r.out_dir):
+        if r not in todo:
             print(f"[{r.name}] finished earlier: not run again", flush=True)
-        else:
-            todo.append(r)
     active = []
     try:
         while todo or active:
             while todo and len(active) < parallel:
                 r = todo.pop(0)
-                r.start(stream=parallel == 1)
-                if parallel == 1:
-                    r.done(r.wait_streaming())
-                else:
-                    active.append(r)
+                r.start()
+                active.append(r)
             for r in list(active):
                 rc = r.proc.poll()
                 if rc is not None:
                     active.remove(r)
                     r.done(rc)
-            time.sleep(0.5)
+            time.sleep(0.2)
     finally:
-        for r in active:  # another arm failed or Ctrl-C: stop the rest (they resume from their checkpoints)
+        for r in active:
             if r.proc.poll() is None:
                 r.proc.terminate()
                 r.proc.wait()
 
 
-def evaluate(names):
-    """eval.py on each finished run whose eval.json is missing or older than its checkpoint (the experiment's
-    summary reports WikiText bits per byte, the measure that compares across tokenizers)."""
-    for name in names:
-        out = os.path.join(exp_dir, name)
-        result, ckpt = os.path.join(out, 'eval.json'), os.path.join(out, 'ckpt.pt')
-        if not eval_tasks or not finished(out) or (
-                os.path.exists(result) and os.path.getmtime(result) >= os.path.getmtime(ckpt)):
+def evaluate(runs):
+    """eval.py's eval_tasks on each chosen run that has no eval.json yet (needs its ckpt.pt)."""
+    for r in runs:
+        result = os.path.join(r.out_dir, 'eval.json')
+        if not eval_tasks or os.path.exists(result) or not os.path.exists(os.path.join(r.out_dir, 'ckpt.pt')):
             continue
-        cmd = [sys.executable, 'eval.py', f'--init_from={out}', f'--tasks={list(eval_tasks)!r}',
+        cmd = [sys.executable, 'eval.py', f'--init_from={r.out_dir}', f'--tasks={list(eval_tasks)!r}',
                f'--out_json={result}', *eval_args]
-        print(f"[{name}] evaluating: {shlex.join(cmd)}", flush=True)
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise ExperimentError(f"eval.py failed on {out}: {(r.stderr.strip().splitlines() or [''])[-1][:300]}")
+        print(f"[{r.name}] evaluating: {shlex.join(cmd)}", flush=True)
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise ExperimentError(f"eval.py failed on {r.out_dir}: {(p.stderr.strip().splitlines() or [''])[-1]}")
 
 
 # ----------------------------------------------------------------------------- the answer
-def summarize(names):
-    """Everything the plot and the table show, from the out_dirs alone."""
-    runs = {}
-    for name in names:
-        out = os.path.join(exp_dir, name)
-        if not os.path.exists(os.path.join(out, 'train_config.json')):
-            raise ExperimentError(f"{out} has no train_config.json: run the experiment first (without plot_only)")
-        tc, evals = read_run(out)
-        if not evals:
-            raise ExperimentError(f"{out}/metrics.jsonl has no evaluation yet")
-        runs[name] = (tc, evals)
-    pre = None
-    if os.path.exists(os.path.join(exp_dir, SMALL, 'train_config.json')):
-        tc, evals = read_run(os.path.join(exp_dir, SMALL))
-        if evals:
-            pre = dict(tokens=evals[-1]['tokens'], flops=evals[-1]['tokens'] * tc['flops_per_token'],
-                       final_val_loss=evals[-1]['val_loss'], curve=[(r['tokens'], r['val_loss']) for r in evals],
-                       flops_per_token=tc['flops_per_token'])
-    # the arms that start from the small model carry its pretraining as sunk cost: measured when this experiment
-    # pretrained it, else small_pretrain_tokens x its FLOPs per token (read off an arm that trains it ungrown)
-    from_small = {name: tc['growth'] is not None or any('{small}' in a for a in arms.get(name, []))
-                  for name, (tc, _) in runs.items()}
-    small_fpt = next((tc['flops_per_token'] for name, (tc, _) in runs.items()
-                      if from_small[name] and tc['growth'] is None), None)
-    arms_out = {}
-    for name, (tc, evals) in runs.items():
-        sunk = None
-        if from_small[name]:
-            if pre is not None:
-                sunk = pre['flops']
-            elif small_pretrain_tokens is not None and small_fpt is not None:
-                sunk = small_pretrain_tokens * small_fpt
-        last = evals[-1]
-        flops = last['tokens'] * tc['flops_per_token']
-        arms_out[name] = dict(
-            role=ROLES.get(name, name), from_small=from_small[name], growth=tc['growth'],
-            iters=last['iter'], max_iters=tc['config']['max_iters'], finished=last['iter'] >= tc['config']['max_iters'],
-            start_val_loss=evals[0]['val_loss'], final_val_loss=last['val_loss'], tokens=last['tokens'],
-            flops=flops, sunk_flops=sunk, total_flops=flops + (sunk or 0),
-            params_total=tc['params']['total'], linear_params=tc['params']['linear'],
-            final_nonzero_linear=last.get('nonzero_linear', tc['params']['linear']),
-            avg_nonzero_linear=last.get('avg_linear_params', tc['params']['linear']),
-            final_sparsity=last.get('sparsity', 0.0), flops_per_token=tc['flops_per_token'],
-            curve=[(r['tokens'], r['val_loss']) for r in evals], eval=read_eval(name))
-    r1, r2 = arms_out['recipe1'], arms_out['recipe2']
-    target = r1['final_val_loss']
-    for a in arms_out.values():
-        a['tokens_to_recipe1_final'] = t = tokens_to_reach(a['curve'], target)
-        # FLOPs to that loss, the small model's pretraining included where the arm starts from it
-        a['flops_to_recipe1_final'] = None if t is None else t * a['flops_per_token'] + (a['sunk_flops'] or 0)
-    for name, a in arms_out.items():
-        t, t1 = a['tokens_to_recipe1_final'], r1['tokens_to_recipe1_final']
-        # tokens Recipe 1 needs for its final loss / tokens this arm needs; an arm that starts there needs none (inf)
-        a['speedup_vs_recipe1'] = None if t is None or t1 is None else (t1 / t if t > 0 else math.inf)
-        f, f1 = a['flops_to_recipe1_final'], r1['flops_to_recipe1_final']
-        a['flops_speedup_vs_recipe1'] = None if f is None or f1 is None else (f1 / f if f > 0 else math.inf)
-        a['recipe1_meets_at'] = crossover(r1['curve'], a['curve']) if name != 'recipe1' and \
-            a['start_val_loss'] < r1['start_val_loss'] else None
-    budget = min(r1['tokens'], r2['tokens'])
-    N = r2['recipe1_meets_at']
-    return dict(
-        question="does Recipe 2 reach a given loss with fewer tokens than Recipe 1 and than the small model continued?",
-        x=r1['start_val_loss'], y=r2['start_val_loss'], N=N, budget_tokens=budget,
-        N_text=(f"N = {fmt_tokens(N)} tokens" if N is not None else
-                f"N not reached within {fmt_tokens(budget)} tokens"),
-        recipe1_final_val_loss=target,
-        growth_max_abs_dlogits=(r2['growth'] or {}).get('max_abs_dlogits'),
-        small=dict(pretrain=None if pre is None else {k: v for k, v in pre.items() if k != 'curve'},
-                   model=small, pretrain_tokens=small_pretrain_tokens,
-                   val_loss=(r2['growth'] or {}).get('small_val_loss')),
-        arms=arms_out, pretrain_curve=None if pre is None else pre['curve'])
-
-
-def read_eval(name):
-    """The run's eval.json (eval.py), or None."""
-    path = os.path.join(exp_dir, name, 'eval.json')
-    if not os.path.exists(path):
+def read_run(r):
+    """What the summary needs of one run, or None before its first evaluation."""
+    tc, recs = r.config(), r.records()
+    evals = sorted((x for x in recs if 'val_loss' in x), key=lambda x: x['iter'])
+    if tc is None or not evals:
         return None
-    with open(path) as f:
-        return json.load(f)
+    last, fpt, linear = evals[-1], tc['flops_per_token'], tc['params']['linear']
+    sunk_tokens = None  # the small model's pretraining tokens, for the arms that start from it
+    if r.arm != 'small' and any('{small}' in a for a in arms[r.arm]['args']):
+        if small is None:
+            pre = [x for x in Run('small', (), r.seed).records() if 'val_loss' in x]
+            sunk_tokens = pre[-1]['tokens'] if pre else None
+        else:
+            sunk_tokens = small_pretrain_tokens
+    # FLOPs counted two ways: the dense matmuls that ran, and only the non-zero weights' share (6 per weight-token)
+    curve = [(x['tokens'], x['val_loss']) for x in evals]
+    return dict(
+        curve=curve, final_val_loss=last['val_loss'], test_loss=last.get('test_loss'), tokens=last['tokens'],
+        finished=last['iter'] >= tc['config']['max_iters'], iters=last['iter'], max_iters=tc['config']['max_iters'],
+        flops_per_token=fpt, flops=last['tokens'] * fpt,
+        flops_nonzero=last['tokens'] * (fpt - 6 * (linear - last.get('avg_linear_params', linear))),
+        sunk_tokens=sunk_tokens, sunk_flops=None,
+        final_nonzero_linear=last.get('nonzero_linear', linear), linear_params=linear,
+        growth=tc.get('growth'), eval=read_json(os.path.join(r.out_dir, 'eval.json'))
+        if os.path.exists(os.path.join(r.out_dir, 'eval.json')) else None)
 
 
-def wikitext_bpb(a):
-    w = (a['eval'] or {}).get('wikitext') or {}
-    return '–' if 'bits_per_byte' not in w else f"{w['bits_per_byte']:.4f}"
+def summarize(names):
+    sweep, chosen = [], {}
+    for arm in names:
+        pts, grid = points(arm)
+        finals = {}
+        for p in pts:
+            d = read_run(Run(arm, p, seeds[0]))
+            if d is not None:
+                sweep.append(dict(arm=arm, point=dict(p), seed=seeds[0], final_val_loss=d['final_val_loss'],
+                                  finished=d['finished']))
+                if d['finished']:
+                    finals[p] = d['final_val_loss']
+        if not finals:
+            continue
+        best, edge = best_point(finals, grid)
+        runs = {s: read_run(Run(arm, best, s)) for s in seeds}
+        runs = {s: d for s, d in runs.items() if d is not None and d['finished']}
+        chosen[arm] = dict(role=ROLES.get(arm, arm), point=dict(best), at_grid_edge=edge, grid=grid,
+                           points_finished=len(finals), points=len(pts), runs=runs)
+    if 'recipe1' not in chosen:
+        raise ExperimentError("no finished Recipe 1 run yet: run the experiment first (without plot_only)")
+    r1 = chosen['recipe1']
+    for arm, a in chosen.items():
+        runs = a['runs']
+        a['seeds'] = sorted(runs)
+        a['final_val_loss'], a['final_val_loss_std'] = mean_std(d['final_val_loss'] for d in runs.values())
+        a['test_loss'], a['test_loss_std'] = mean_std(d['test_loss'] for d in runs.values())
+        # speed-up per seed: tokens Recipe 1 (same seed) needs for its final loss / tokens this arm needs
+        ups, ups_pre, fl, fl_nz = [], [], [], []
+        for s, d in runs.items():
+            ref = r1['runs'].get(s)
+            if ref is None:
+                continue
+            t = tokens_to_reach(d['curve'], ref['final_val_loss'])
+            if t is None:
+                continue
+            ups.append(ref['tokens'] / t if t > 0 else math.inf)
+            ups_pre.append(ref['tokens'] / (t + (d['sunk_tokens'] or 0)) if d['sunk_tokens'] is not None else None)
+            f_ref, f = ref['flops'], t * d['flops_per_token']
+            fl.append(f_ref / f if f > 0 else math.inf)
+            nz = ref['flops_nonzero'] / (f * d['flops_nonzero'] / d['flops']) if f > 0 else math.inf
+            fl_nz.append(nz)
+        a['speedup'], a['speedup_std'] = mean_std(ups) if math.inf not in ups else (math.inf, None)
+        a['speedup_with_pretraining'], _ = mean_std(ups_pre)
+        a['flops_speedup'], _ = mean_std(fl) if math.inf not in fl else (math.inf, None)
+        a['flops_speedup_nonzero'], _ = mean_std(fl_nz) if math.inf not in fl_nz else (math.inf, None)
+        a['reached_recipe1'] = f"{len(ups)}/{len(runs)}"
+        a['mean_curve'] = mean_curve([d['curve'] for d in runs.values()])
+        a['N'] = crossover(r1['mean_curve'], a['mean_curve']) if 'mean_curve' in r1 and arm != 'recipe1' and \
+            a['mean_curve'][0][1] < r1['mean_curve'][0][1] else None
+    r1['N'] = None
+    budget = r1['mean_curve'][-1][0]
+    N = chosen.get('recipe2', {}).get('N')
+    return dict(question="does Recipe 2 reach a given loss with fewer tokens than Recipe 1, the status quo and "
+                         "the small model continued?", seeds=seeds, budget_tokens=budget, N=N,
+                N_text=f"N = {fmt_tokens(N)} tokens" if N is not None else
+                f"N not reached within {fmt_tokens(budget)} tokens", arms=chosen, sweep=sweep)
+
+
+def mean_curve(curves):
+    """Mean loss over seeds at the eval points every seed has (the runs share one eval grid)."""
+    common = sorted(set.intersection(*(set(t for t, _ in c) for c in curves)))
+    return [(t, float(np.mean([dict(c)[t] for c in curves]))) for t in common]
 
 
 def fmt_tokens(t):
     if t is None:
         return '–'
+    if t == math.inf:
+        return '∞'
     for unit, scale in (('B', 1e9), ('M', 1e6), ('k', 1e3)):
         if t >= scale:
             return f"{t / scale:.3g} {unit}"
     return f"{t:.0f}"
 
 
+def pm(m, s, digits=4):
+    if m is None:
+        return '–'
+    if m == math.inf:
+        return '∞'
+    return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+
+
 def markdown(s):
-    rows = ["| arm | final val loss | tokens | training FLOPs (+ sunk) | avg / final non-zero linear | "
-            "tokens to Recipe 1's final loss | speed-up vs Recipe 1 (tokens / FLOPs incl. sunk) | "
-            "Recipe 1 meets it at | WikiText bits/byte |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for name, a in s['arms'].items():
-        sunk = f" (+{a['sunk_flops']:.2e})" if a['sunk_flops'] else (" (+ unknown)" if a['from_small'] else "")
-        speedup = ' / '.join('–' if v is None else '∞' if v == math.inf else f'{v:.2f}×'
-                             for v in (a['speedup_vs_recipe1'], a['flops_speedup_vs_recipe1']))
-        unfinished = '' if a['finished'] else f" (unfinished: {a['iters']}/{a['max_iters']} iterations)"
-        rows.append(f"| {name}{unfinished} | {a['final_val_loss']:.4f} | {fmt_tokens(a['tokens'])} | "
-                    f"{a['flops']:.2e}{sunk} | {a['avg_nonzero_linear'] / 1e6:.2f} M / "
-                    f"{a['final_nonzero_linear'] / 1e6:.2f} M | {fmt_tokens(a['tokens_to_recipe1_final'])} | "
-                    f"{speedup} | "
-                    f"{fmt_tokens(a['recipe1_meets_at']) if name != 'recipe1' else ''} | {wikitext_bpb(a)} |")
-    d = s['growth_max_abs_dlogits']
-    head = (f"x = Recipe 1's starting val loss {s['x']:.4f}; y = the grown model's {s['y']:.4f}"
-            + (f" (small model {s['small']['val_loss']:.4f}, max |Δlogits| {d:.2e})" if d is not None else "")
-            + f"; {s['N_text']}.")
-    return head + "\n\n" + "\n".join(rows) + "\n"
+    rows = [f"{s['N_text']}; seeds {s['seeds']}; mean ± standard deviation over seeds.", "",
+            "| arm | best point | seeds | final val loss | test loss | speed-up vs Recipe 1 (tokens) | "
+            "incl. pretraining | FLOPs (dense / non-zero) | Recipe 1 meets it at |", "|---|---|---|---|---|---|---|---|---|"]
+    for arm, a in s['arms'].items():
+        edge = ' (at the grid edge: extend it)' if a['at_grid_edge'] else ''
+        rows.append(f"| {arm} | {point_name(tuple(a['point'].items()))}{edge} | {len(a['seeds'])} | "
+                    f"{pm(a['final_val_loss'], a['final_val_loss_std'])} | {pm(a['test_loss'], a['test_loss_std'])} | "
+                    f"{pm(a['speedup'], a['speedup_std'], 2)} ({a['reached_recipe1']} reach) | "
+                    f"{pm(a['speedup_with_pretraining'], None, 2)} | {pm(a['flops_speedup'], None, 2)} / "
+                    f"{pm(a['flops_speedup_nonzero'], None, 2)} | {fmt_tokens(a['N']) if arm != 'recipe1' else ''} |")
+    rows += ["", f"Every point of the sweep (seed {s['seeds'][0]}; chosen by final val loss):", "",
+             "| arm | point | final val loss |", "|---|---|---|"]
+    for p in s['sweep']:
+        mark = '' if p['finished'] else ' (unfinished)'
+        rows.append(f"| {p['arm']} | {point_name(tuple(p['point'].items()))} | {p['final_val_loss']:.4f}{mark} |")
+    return '\n'.join(rows) + '\n'
 
 
-def plot(s, path):
+def plot(s):
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
-        print("matplotlib is not installed: summary written, plot skipped (pip install matplotlib, then rerun "
-              "with --plot_only=True)", file=sys.stderr)
-        return False
-    colors = dict(recipe2='C3', recipe2_isotropic='C1', recipe2_same_hp='C4', recipe2_high_lr='C5', recipe1='C0',
-                  small_continued='C2', dense_large='C7')
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(13, 5))
-    lows = [l for a in s['arms'].values() for _, l in a['curve']]
-    top = s['y'] + 0.5 * (s['x'] - s['y']) if s['x'] > s['y'] else max(lows)
-    for name, a in s['arms'].items():
-        t, l = zip(*a['curve'])
-        style = dict(color=colors.get(name), lw=2 if name in ('recipe1', 'recipe2') else 1.2,
-                     ls='--' if name in ('small_continued', 'dense_large') else '-')
-        ax.plot(np.array(t) / 1e6, l, label=ROLES.get(name, name), **style)
-        sunk = a['sunk_flops'] or 0
-        bx.plot((np.array(t) * a['flops_per_token'] + sunk), l, label=ROLES.get(name, name), **style)
-    ax.annotate(f"x = {s['x']:.2f}" + (" (above the axis)" if s['x'] > top else ""),
-                (0, min(s['x'], top)), xytext=(12, -14), textcoords='offset points', color=colors['recipe1'])
-    ax.plot([0], [s['y']], 'o', color=colors['recipe2'])
-    ax.annotate(f"y = {s['y']:.2f}", (0, s['y']), xytext=(8, -14), textcoords='offset points', color=colors['recipe2'])
-    for name, a in s['arms'].items():  # where Recipe 1 meets each arm that started below it; N is Recipe 2's
-        n = a['recipe1_meets_at']
-        if n is not None and a['growth'] is not None:
-            loss_n = float(interp(a['curve'], n))
-            ax.plot([n / 1e6], [loss_n], 'o', color='k' if name == 'recipe2' else colors.get(name), mfc='none', ms=9)
-            if name == 'recipe2':
-                ax.annotate(f"N = {fmt_tokens(n)}", (n / 1e6, loss_n), xytext=(6, 10), textcoords='offset points')
+        print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
+        return
+    fig, ax = plt.subplots(figsize=(8, 5))
+    lows = []
+    for arm, a in s['arms'].items():
+        curves = [d['curve'] for d in a['runs'].values()]
+        t = np.array([x for x, _ in a['mean_curve']])
+        band = np.array([[dict(c)[x] for x in t] for c in curves])
+        label = f"{ROLES.get(arm, arm)}, {point_name(tuple(a['point'].items()))} ({len(curves)} seeds)"
+        ax.plot(t / 1e6, band.mean(0), color=COLORS.get(arm), label=label, lw=2 if arm in ('recipe1', 'recipe2')
+                else 1.2, ls='--' if arm in ('small_continued', 'dense_large') else '-')
+        if len(curves) > 1:  # the spread over seeds
+            ax.fill_between(t / 1e6, band.min(0), band.max(0), color=COLORS.get(arm), alpha=0.2, lw=0)
+        lows += list(band.mean(0))
     if s['N'] is not None:
         ax.axvline(s['N'] / 1e6, color='k', lw=0.8, ls=':')
-    ax.axhline(s['recipe1_final_val_loss'], color=colors['recipe1'], lw=0.6, ls=':')
+        ax.annotate(s['N_text'], (s['N'] / 1e6, max(lows)), xytext=(4, -12), textcoords='offset points')
+    top = sorted(lows)[int(0.9 * (len(lows) - 1))]  # the first evaluations of a model from scratch are off the scale
     ax.set_ylim(min(lows) - 0.05 * (top - min(lows)), top)
     ax.set_xlabel('training tokens after growth (M)')
     ax.set_ylabel('val loss (nats/token)')
-    ax.set_title(f"loss against tokens: {s['N_text']}\n(N: where Recipe 1's curve meets Recipe 2's)", fontsize=10)
-    ax.legend(fontsize=8)
-    if s['pretrain_curve']:
-        pt, pl = zip(*s['pretrain_curve'])
-        bx.plot(np.array(pt) * s['small']['pretrain']['flops_per_token'], pl, color='0.5', lw=1,
-                label='small model pretraining (sunk cost)')
-    bx.set_ylim(ax.get_ylim())
-    bx.set_xlabel('training FLOPs (the small model\'s pretraining included\nfor the arms that start from it)')
-    bx.set_title('loss against FLOPs')
-    bx.legend(fontsize=8)
-    fig.suptitle(title or exp_dir)
+    ax.set_title(f"{title or exp_dir}\n{s['N_text']}; bands: min-max over seeds", fontsize=9)
+    ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path + '.tmp.png', dpi=120)
+    fig.savefig(os.path.join(exp_dir, 'hypothesis.png'), dpi=120)
     plt.close(fig)
-    os.replace(path + '.tmp.png', path)
-    return True
-
-
-def _json_safe(v):
-    """inf (an arm that starts at the target) as the string 'inf': strict JSON has no infinity."""
-    if isinstance(v, dict):
-        return {k: _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    return 'inf' if isinstance(v, float) and math.isinf(v) else v
+    fig, ax = plt.subplots(figsize=(7, 4.5))  # final val loss against learning rate, one line per arm and score
+    lines = {}
+    for p in s['sweep']:
+        if p['finished'] and 'learning_rate' in p['point']:
+            rest = point_name(tuple((k, v) for k, v in p['point'].items() if k != 'learning_rate'))
+            lines.setdefault((p['arm'], rest), []).append((p['point']['learning_rate'], p['final_val_loss']))
+    for (arm, rest), pts in lines.items():
+        x, y = zip(*sorted(pts))
+        ax.plot(x, y, 'o-', color=COLORS.get(arm), label=f"{arm} {rest if rest != 'base' else ''}",
+                ls='-' if 'balanced' not in rest else '--')
+    ax.set_xscale('log')
+    ax.set_xlabel('peak learning rate')
+    ax.set_ylabel(f'final val loss (seed {s["seeds"][0]})')
+    ax.set_title('the sweep: each arm at every point of the same grid', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(exp_dir, 'lr.png'), dpi=120)
+    plt.close(fig)
 
 
 def write_summary(names):
     s = summarize(names)
-    with open(os.path.join(exp_dir, 'summary.json.tmp'), 'w') as f:
-        json.dump(_json_safe({k: v for k, v in s.items() if k != 'pretrain_curve'}), f, indent=1)
-    os.replace(os.path.join(exp_dir, 'summary.json.tmp'), os.path.join(exp_dir, 'summary.json'))
+    out = dict(s, arms={k: {x: y for x, y in a.items() if x != 'runs'} | dict(
+        runs={str(seed): {x: y for x, y in d.items() if x != 'curve'} for seed, d in a['runs'].items()})
+        for k, a in s['arms'].items()})
+    write_json(os.path.join(exp_dir, 'summary.json'), out)
     md = markdown(s)
-    with open(os.path.join(exp_dir, 'summary.md'), 'w') as f:
-        f.write(md)
+    write_text(os.path.join(exp_dir, 'summary.md'), md)
     print(md)
-    if plot(s, os.path.join(exp_dir, 'hypothesis.png')):
-        print(f"wrote {exp_dir}/summary.json, summary.md, hypothesis.png")
+    plot(s)
     return s
 
 
 # ----------------------------------------------------------------------------- checks and main
 def check_config():
-    if not isinstance(arms, dict) or not {'recipe1', 'recipe2'} <= set(arms):
-        raise ExperimentError("arms must name at least 'recipe1' (the large sparse model from scratch) and "
-                              "'recipe2' (the grown one), each a list of train.py arguments")
-    for name, args in {**arms, **({SMALL: small_pretrain} if small_pretrain else {})}.items():
-        if not name.replace('_', '').replace('-', '').isalnum():
-            raise ExperimentError(f"arm name {name!r}: use letters, digits, '_' and '-' (it names a folder)")
-        if not isinstance(args, (list, tuple)) or not all(isinstance(a, str) for a in args):
-            raise ExperimentError(f"arm {name!r}: give a list of train.py arguments (config files and --key=value)")
-        for a in args:
+    if not isinstance(arms, dict) or 'recipe1' not in arms:
+        raise ExperimentError("arms must name at least 'recipe1' (the large sparse model from scratch), each "
+                              "dict(args=[train.py arguments], <key>=[values], ...)")
+    if not seeds or not all(isinstance(s, int) and 0 <= s < 2 ** 63 for s in seeds) or len(set(seeds)) < len(seeds):
+        raise ExperimentError(f"seeds={seeds!r}: give a list of distinct non-negative integers")
+    specs = {**arms, **({'small': dict(args=small_pretrain)} if small_pretrain else {})}
+    for name, spec in specs.items():
+        if not name.replace('_', '').isalnum():
+            raise ExperimentError(f"arm name {name!r}: use letters, digits and '_' (it names a folder)")
+        if not isinstance(spec, dict) or not isinstance(spec.get('args'), (list, tuple)) or \
+                not all(isinstance(a, str) for a in spec['args']):
+            raise ExperimentError(f"arm {name!r}: give dict(args=[train.py arguments], <key>=[values], ...)")
+        for k, v in spec.items():
+            if k != 'args' and (not isinstance(v, (list, tuple)) or not v or len(set(map(repr, v))) < len(v)):
+                raise ExperimentError(f"arm {name!r}: grid key {k} needs a non-empty list of distinct values")
+            if k in ('seed', 'out_dir', 'overwrite', 'init_from') and k != 'args':
+                raise ExperimentError(f"arm {name!r}: {k} cannot be swept (seeds are the experiment's seeds)")
+        for a in spec['args']:
             if a.startswith('--'):
+                key = a.split('=')[0]
                 if '=' not in a:
                     raise ExperimentError(f"arm {name!r}: argument {a!r} is not --key=value")
-                if a.split('=')[0] in ('--out_dir', '--overwrite'):
-                    raise ExperimentError(f"arm {name!r}: {a.split('=')[0]} is set by experiment.py (exp_dir/{name})")
+                if key in ('--out_dir', '--overwrite', '--seed'):
+                    raise ExperimentError(f"arm {name!r}: {key} is set by experiment.py")
             elif not os.path.isfile(a):
                 raise ExperimentError(f"arm {name!r}: config file {a} does not exist")
-    if SMALL in arms:
-        raise ExperimentError(f"{SMALL!r} is the small model's pretraining run: name the arm otherwise")
-    if small is None and not small_pretrain:
-        raise ExperimentError("set small (the small pretrained model) or small_pretrain (train.py arguments that "
-                              "pretrain it into exp_dir/small)")
-    if small is not None and small_pretrain:
-        raise ExperimentError("set small or small_pretrain, not both")
-    if not all(isinstance(a, str) and a.startswith('--') and '=' in a for a in common):
-        raise ExperimentError("common takes --key=value arguments only (config files go in each arm)")
+    if 'small' in arms:
+        raise ExperimentError("'small' is the small model's pretraining: name the arm otherwise")
+    needs = any('{small}' in a for spec in arms.values() for a in spec['args'])
+    if needs and (small is None) == (not small_pretrain):
+        raise ExperimentError("set exactly one of small (the small pretrained model) and small_pretrain (train.py "
+                              "arguments that pretrain it)")
+    if not all(isinstance(a, str) and a.startswith('--') and '=' in a for a in list(common) + list(eval_args)):
+        raise ExperimentError("common and eval_args take --key=value arguments only")
     if only is not None and (not isinstance(only, (list, tuple)) or set(only) - set(arms)):
         raise ExperimentError(f"only={only!r}: give a list of arm names from {sorted(arms)}")
-    if not launcher.strip():
-        raise ExperimentError("launcher is empty: use 'python' or e.g. 'torchrun --standalone --nproc_per_node=8'")
+
+
+def check_eval_args():
+    """eval.py's settings are checked before any training (it runs last): its configurator, no model loaded."""
+    if not eval_tasks:
+        return
+    p = subprocess.run([sys.executable, 'eval.py', '--check_only=True', f'--tasks={list(eval_tasks)!r}', *eval_args],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        raise ExperimentError(f"eval_args: {(p.stderr.strip().splitlines() or [''])[-1].removeprefix('error: ')}")
 
 
 def main():
@@ -505,27 +514,40 @@ def main():
                                                     "a list of eval.py tasks: 'wikitext', 'lambada', 'val'")))
     try:
         check_config()
+        check_eval_args()
     except ExperimentError as e:
         fail(e, CONFIG_ERROR)
+    names = [a for a in arms if only is None or a in only]
     try:
-        small_model = small if small is not None else os.path.join(exp_dir, SMALL)
-        runs = [Run(name, train_args(args, small_model)) for name, args in arms.items()]
-        pre = [Run(SMALL, train_args(small_pretrain, small_model))] if small_pretrain else []
+        if os.path.exists(exp_dir) and not os.path.isdir(exp_dir):
+            raise ExperimentError(f"exp_dir {exp_dir} is a file: choose a folder")
         if not plot_only:
-            check_commands(pre + runs)
-            run_all(pre)
-            run_all([r for r in runs if only is None or r.name in only])
-            evaluate([SMALL] * bool(pre) + [r.name for r in runs if only is None or r.name in only])
-        present = [n for n in arms if os.path.exists(os.path.join(exp_dir, n, 'train_config.json'))]
-        if only is not None and not {'recipe1', 'recipe2'} <= set(present):
-            print(f"ran {only}; the summary needs recipe1 and recipe2 in {exp_dir} (run them, then --plot_only=True)")
-        else:
-            write_summary(present if only is not None else list(arms))
-    except ExperimentError as e:
+            sweep = [Run(a, p, seeds[0]) for a in names for p in points(a)[0]]
+            pre = [Run('small', (), s) for s in seeds] if small is None and small_pretrain else []
+            check_commands(pre + sweep)
+            run_all(pre[:1] + sweep if len(seeds) == 1 else pre + sweep)
+            extra, chosen = [], []
+            for a in names:
+                runs = {r.point: r for r in sweep if r.arm == a}
+                if not all(r.finished() for r in runs.values()):
+                    continue
+                best, edge = best_point({p: read_run(r)['final_val_loss'] for p, r in runs.items()}, points(a)[1])
+                if edge:
+                    print(f"[{a}] best learning rate {dict(best)['learning_rate']:g} is at the grid's edge: extend "
+                          f"the grid before its seeds run", flush=True)
+                    continue
+                more = [Run(a, best, s) for s in seeds[1:]]
+                extra += more
+                chosen += [runs[best]] + more
+            check_commands(extra)
+            run_all(extra)
+            evaluate(chosen)
+        write_summary(names)
+    except (ExperimentError, FileError) as e:
         fail(e)
     except KeyboardInterrupt:
-        fail("interrupted; rerun the same command to continue (finished arms are kept, the others resume from their "
-             "checkpoints)", INTERRUPTED)
+        fail("interrupted; rerun the same command to continue (finished runs are kept, the others resume from "
+             "their checkpoints)", INTERRUPTED)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from data import open_tokens, read_meta, sample_batch
+from data import open_tokens, read_meta, sample_batch, windows
 from data.tokenizer import tokenizer_from_meta
 from hf_io import load_model
 from model import GPT, GPTConfig, preset_config, peak_flops
@@ -90,7 +90,7 @@ grad_clip = 1.0               # 0: off
 decay_lr = True
 warmup_iters = 100
 lr_decay_iters = None         # None: max_iters
-min_lr = 6e-5
+min_lr = None                 # None: learning_rate / 10
 # pruning (prune.py), off when final_sparsity == 0
 final_sparsity = 0.0
 prune_start = 0
@@ -131,6 +131,11 @@ config = configure(globals(), rules=dict(
     prune_every=positive, prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
     score=one_of('magnitude', 'balanced'), device=device_rule, dtype=one_of('bfloat16', 'float32'),
     seed=non_negative))
+if min_lr is None:
+    config['min_lr'] = min_lr = learning_rate / 10
+if min_lr > learning_rate:
+    fail(f"min_lr={min_lr} is above learning_rate={learning_rate}: the cosine decays from learning_rate down to "
+         f"min_lr", CONFIG_ERROR)
 growing = any(config[k] is not None for k in ('grow_n_embd', 'grow_n_head', 'grow_n_layer', 'grow_mlp_width'))
 if checkpoint_interval is not None and checkpoint_interval % eval_interval:
     fail(f"checkpoint_interval={checkpoint_interval} must be a multiple of eval_interval={eval_interval}: "
@@ -218,6 +223,9 @@ try:
     meta = read_meta(data_dir)
     for split in ('train', 'val'):
         open_tokens(data_dir, split, meta)
+    has_test = os.path.exists(os.path.join(data_dir, 'test.bin'))  # data/prepare.py test_fraction
+    if has_test:
+        open_tokens(data_dir, 'test', meta)
 except (ValueError, FileNotFoundError, KeyError) as e:
     fail(e)
 try:  # its UTF-8 bytes per id give val bits per byte for every model, BPE or byte-level, on the same text
@@ -247,15 +255,26 @@ def get_batch(split, *key):
     return x, y
 
 
+def val_batches():
+    return (get_batch('val', k) for k in range(eval_iters))
+
+
+def test_batches():
+    """The whole test split once, in disjoint windows of block_size (each token predicted once): no run's choice
+    reads it, so it scores the chosen runs without bias."""
+    for xy in windows(load_tokens('test'), block_size, batch_size):
+        xy = torch.from_numpy(xy).to(device)
+        yield xy[:, :-1], xy[:, 1:]
+
+
 @torch.no_grad()
-def estimate_val_loss(m):
-    """(loss, bits per byte) of m over the eval_iters fixed val batches (seed 0: the same batches in every run).
-    loss: the training loss's mean (per token, or per target byte for byte_pool); bits per byte: the summed
-    negative log-likelihood over the UTF-8 bytes of the targets' text, comparable across tokenizations."""
+def estimate_loss(m, batches):
+    """(loss, bits per byte) of m over batches. loss: the training loss's mean (per token, or per target byte for
+    byte_pool); bits per byte: the summed negative log-likelihood over the UTF-8 bytes of the targets' text,
+    comparable across tokenizations."""
     m.eval()
     total, units, nbytes = 0.0, 0, 0.0
-    for k in range(eval_iters):
-        x, y = get_batch('val', k)
+    for x, y in batches:
         with autocast:
             _, nll = m(x, y, reduction='none')
         total += nll.double().sum().item()
@@ -392,7 +411,7 @@ if growing and checkpoint is None:
     # grown on the CPU in grow_check_dtype, before compile and DDP (every rank grows the same model from the same
     # seed); exactness is measured on real text: 4 sequences of val batch 0, up to 256 tokens each
     from expand import grow, describe
-    small_val_loss = estimate_val_loss(model.to(device))[0] if master else None
+    small_val_loss = estimate_loss(model.to(device), val_batches())[0] if master else None
     model.cpu()
     idx = get_batch('val', 0)[0][:4, :256].cpu()
     small = model.config
@@ -564,7 +583,7 @@ def evaluate_and_save():
     """Every rank evaluates (a sharded model's forward needs them all; a replicated one gives every rank the same
     loss, so a divergence stops them all); rank 0 logs and writes."""
     global best_val_loss, best_iter
-    val_loss, val_bpb = estimate_val_loss(fwd_model)
+    val_loss, val_bpb = estimate_loss(fwd_model, val_batches())
     if ddp:  # rank 0's number for all: whether to save must be one decision
         v = torch.tensor([val_loss], dtype=torch.float64, device=device)
         dist.broadcast(v, 0)
@@ -578,6 +597,8 @@ def evaluate_and_save():
                   **{f'params_{k}': v for k, v in raw_model.param_counts().items()})
     if pruner is not None:
         record.update(pruner.stats())
+    if iter_num == max_iters and has_test:
+        record['test_loss'], record['test_bpb'] = estimate_loss(fwd_model, test_batches())
     if master:
         print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
     agree(log_metrics(record) if master else None)
@@ -595,7 +616,7 @@ def release_lock():
 
 # -----------------------------------------------------------------------------
 if eval_only:
-    val_loss, val_bpb = estimate_val_loss(fwd_model)  # every rank: a sharded model's forward needs them all
+    val_loss, val_bpb = estimate_loss(fwd_model, val_batches())  # every rank: a sharded model's forward needs them all
     if master:
         print(f"val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
     sys.exit(0)  # an evaluation writes nothing

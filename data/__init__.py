@@ -46,3 +46,12 @@ def sample_batch(data, seed, key, batch_size, block_size):
     (key = (iter_num, micro_step)) and val losses comparable across runs and scripts (seed 0, key = (k,))."""
     ix = np.random.default_rng([seed, *key]).integers(0, len(data) - block_size, size=batch_size)
     return np.stack([data[i:i + block_size + 1] for i in ix]).astype(np.int64)
+
+
+def windows(data, block_size, batch_size):
+    """The whole token array once, as (batch, block_size + 1) int64 windows that overlap by one token, so that every
+    token after the first is a target exactly once (a last partial window is dropped)."""
+    n = (len(data) - 1) // block_size
+    for b in range(0, n, batch_size):
+        idx = range(b * block_size, min(n, b + batch_size) * block_size, block_size)
+        yield np.stack([data[i:i + block_size + 1] for i in idx]).astype(np.int64)

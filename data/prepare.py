@@ -9,7 +9,8 @@ Sources (input=...; a path, a glob, or several separated by commas):
   *.jsonl[.gz|.xz]     one document per line, field text_key
   *.parquet            column text_key
   anything else        a Hugging Face hub dataset id, streamed through `datasets` (hf_name, hf_split, max_docs)
-Validation: val_input=... (same kinds), or else every round(1/val_fraction)-th document goes to val.
+Validation: val_input=... (same kinds), or else every round(1/val_fraction)-th document goes to val; with
+test_fraction, that share of the val documents goes to test.bin instead (scored once, by no choice).
   python data/prepare.py --input='../shared/data/enwiki/enwiki_train_*.jsonl.xz' \
       --val_input=../shared/data/enwiki/enwiki_val.jsonl.xz --out_dir=data/enwiki
   python data/prepare.py --input=HuggingFaceFW/fineweb-edu --hf_name=sample-10BT --max_docs=1000000 \
@@ -129,13 +130,14 @@ def _init_pool_worker(*args):
 
 
 def _encode_chunk(chunk):
-    """chunk: [(is_val, text), ...] -> (train ids, val ids, train docs, val docs); each document ends with eot."""
-    out, n = ([], []), [0, 0]
-    for is_val, text in chunk:
-        out[is_val].extend(_tok.encode(text))
-        out[is_val].append(_tok.eot)
-        n[is_val] += 1
-    return np.array(out[0], dtype=np.uint32), np.array(out[1], dtype=np.uint32), n[0], n[1]
+    """chunk: [(split, text), ...] (split 0 train, 1 val, 2 test) -> ([ids of each split], [documents of each]);
+    each document ends with eot."""
+    out, n = ([], [], []), [0, 0, 0]
+    for split, text in chunk:
+        out[split].extend(_tok.encode(text))
+        out[split].append(_tok.eot)
+        n[split] += 1
+    return [np.array(o, dtype=np.uint32) for o in out], n
 
 
 def _ordered_map(fn, items, num_proc, init_args):
@@ -169,22 +171,33 @@ def _chunks(labelled_docs, chunk_chars):
         yield chunk
 
 
+def every(i, f):
+    """Whether item i belongs to an evenly spread fraction f: floor((i+1)*f) > floor(i*f)."""
+    return int((i + 1) * f) > int(i * f)
+
+
 def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005, num_proc=None,
-                  chunk_chars=1_000_000):
+                  chunk_chars=1_000_000, test_fraction=0.0):
     """Tokenize docs (and val_docs) with tok into out_dir/{train,val}.bin + meta.json.
-    Without val_docs, document i goes to val when floor((i+1)*f) > floor(i*f): an evenly spread fraction f.
-    Outputs are written to .tmp files and renamed at the end, meta.json last: a meta.json means a complete dataset."""
+    Without val_docs, an evenly spread fraction val_fraction of the documents goes to val (see every). With
+    test_fraction > 0, that fraction of the val documents goes to test.bin instead: held-out documents that no run
+    trains on or is chosen by. Outputs are written to .tmp files and renamed at the end, meta.json last: a
+    meta.json means a complete dataset."""
     if val_docs is not None:
         labelled = itertools.chain(((0, d) for d in docs), ((1, d) for d in val_docs))
     else:
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction={val_fraction} must lie in (0, 1)")
-        labelled = ((int((i + 1) * val_fraction) > int(i * val_fraction), d) for i, d in enumerate(docs))
+        labelled = ((int(every(i, val_fraction)), d) for i, d in enumerate(docs))
+    if test_fraction:
+        held_out = itertools.count()
+        labelled = ((2 if s == 1 and every(next(held_out), test_fraction) else s, d) for s, d in labelled)
     dtype = token_dtype(tok.vocab_size)
     made_dir = not os.path.exists(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    paths = {s: os.path.join(out_dir, f'{s}.bin') for s in ('train', 'val')}
-    counts = {'train_tokens': 0, 'val_tokens': 0, 'train_docs': 0, 'val_docs': 0}
+    splits = ('train', 'val', 'test') if test_fraction else ('train', 'val')
+    paths = {s: os.path.join(out_dir, f'{s}.bin') for s in splits}
+    counts = {f'{s}_{k}': 0 for s in splits for k in ('tokens', 'docs')}
     files = {s: open(p + '.tmp', 'wb') for s, p in paths.items()}
     t0, complete = time.time(), False
     try:
@@ -192,13 +205,13 @@ def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005,
         init_args = (tok.name, tok.extra.get('tokenizer_path'), tok.extra.get('chars'))
         results = _ordered_map(_encode_chunk, _chunks(labelled, chunk_chars), num_proc or os.cpu_count(), init_args)
         with tqdm(desc=f'tokenizing ({tok.name})', unit='tok', unit_scale=True, disable=None) as bar:
-            for train_ids, val_ids, n_train, n_val in results:
-                for s, a, n in (('train', train_ids, n_train), ('val', val_ids, n_val)):
+            for ids, n in results:
+                for s, a, k in zip(splits, ids, n):
                     counts[f'{s}_tokens'] += len(a)
-                    counts[f'{s}_docs'] += n
+                    counts[f'{s}_docs'] += k
                     files[s].write(a.astype(dtype).tobytes())
-                bar.update(len(train_ids) + len(val_ids))
-        complete = counts['train_docs'] > 0 and counts['val_docs'] > 0
+                bar.update(sum(len(a) for a in ids))
+        complete = all(counts[f'{s}_docs'] > 0 for s in splits)
     finally:
         for f in files.values():
             f.close()
@@ -208,18 +221,17 @@ def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005,
             if made_dir and not os.listdir(out_dir):
                 os.rmdir(out_dir)
     if not complete:
-        raise ValueError(f"the {'train' if counts['train_docs'] == 0 else 'val'} split came out empty "
-                         f"({counts['train_docs']} train / {counts['val_docs']} val documents): pass more documents, "
-                         f"a larger val_fraction, or a separate val_input")
+        empty = next(s for s in splits if counts[f'{s}_docs'] == 0)
+        raise ValueError(f"the {empty} split came out empty ({counts}): pass more documents, a larger "
+                         f"val_fraction or test_fraction, or a separate val_input")
     for p in paths.values():
         os.replace(p + '.tmp', p)
     meta = dict(tok.meta(), dtype=dtype, source=source, **counts)
     with open(os.path.join(out_dir, 'meta.json.tmp'), 'w') as f:
         json.dump(meta, f, indent=1)
     os.replace(os.path.join(out_dir, 'meta.json.tmp'), os.path.join(out_dir, 'meta.json'))
-    print(f"wrote {out_dir}: {counts['train_tokens']:,} train tokens ({counts['train_docs']:,} docs), "
-          f"{counts['val_tokens']:,} val tokens ({counts['val_docs']:,} docs), {dtype}, "
-          f"{time.time() - t0:.1f} s")
+    print(f"wrote {out_dir}: " + ', '.join(f"{counts[s + '_tokens']:,} {s} tokens ({counts[s + '_docs']:,} docs)"
+                                           for s in splits) + f", {dtype}, {time.time() - t0:.1f} s")
     return meta
 
 
@@ -239,6 +251,7 @@ if __name__ == '__main__':
     input = None              # files (path, glob, comma-separated) or a hub dataset id
     val_input = None          # a separate validation source; else val_fraction of the documents
     val_fraction = 0.005
+    test_fraction = 0.0       # this fraction of the val documents goes to test.bin (held out from every choice)
     out_dir = None
     tokenizer = 'gpt2'        # 'gpt2' | 'gpt-neox-20b' | 'char'
     tokenizer_path = None     # a local tokenizer.json for gpt-neox-20b (else fetched from the hub)
@@ -253,6 +266,7 @@ if __name__ == '__main__':
     from configurator import fail, CONFIG_ERROR, between, one_of, positive, non_empty
     configure(globals(), rules=dict(input=non_empty, val_input=non_empty, out_dir=non_empty,
                                     val_fraction=between(0, 1, lo_open=True, hi_open=True),
+                                    test_fraction=between(0, 1, hi_open=True),
                                     tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char'), text_key=non_empty,
                                     max_docs=positive, num_proc=positive, chunk_chars=positive))
     if input is None or out_dir is None:
@@ -268,6 +282,7 @@ if __name__ == '__main__':
             chars = char_alphabet(docs + (val_docs or []))
         tok = get_tokenizer(tokenizer, path=tokenizer_path, chars=chars)
         write_dataset(out_dir, docs, tok, source=input + (f' (val: {val_input})' if val_input else ''),
-                      val_docs=val_docs, val_fraction=val_fraction, num_proc=num_proc, chunk_chars=chunk_chars)
+                      val_docs=val_docs, val_fraction=val_fraction, num_proc=num_proc, chunk_chars=chunk_chars,
+                      test_fraction=test_fraction)
     except (OSError, ValueError) as e:
         fail(e)

@@ -1,0 +1,125 @@
+"""
+The one way this project writes and reads its own files (checkpoints, metrics, records, datasets, exports).
+Writes go to a temporary file beside the destination and are renamed in, so a crash, a full disk or Ctrl-C leaves
+the previous file whole; every OS failure becomes a FileError whose message names the path and what to do.
+Reads name the file and say what is wrong with it.
+"""
+import errno
+import json
+import math
+import os
+import shutil
+
+
+class FileError(Exception):
+    """A file or folder the script cannot use: the message is the one line the user sees."""
+
+
+WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up", errno.EROFS: "read-only",
+       errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EISDIR: "it is a folder",
+       errno.ENOTDIR: "a part of the path is a file", errno.ENAMETOOLONG: "the name is too long"}
+
+
+def os_error(path, e, what='write'):
+    why = WHY.get(e.errno, e.strerror or str(e))
+    return FileError(f"cannot {what} {path} ({why}): free space or choose a writable place, then run again")
+
+
+def write(path, writer, binary=True):
+    """writer(f) fills a temporary file beside path, which is then fsynced and renamed over path."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, 'wb' if binary else 'w', **({} if binary else dict(encoding='utf-8'))) as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise os_error(path, e) from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _finite(v):
+    """inf and nan as strings: strict JSON has neither."""
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def write_json(path, obj):
+    write(path, lambda f: json.dump(_finite(obj), f, indent=1), binary=False)
+
+
+def write_text(path, text):
+    write(path, lambda f: f.write(text), binary=False)
+
+
+def read_json(path, fields=(), what='file'):
+    """A JSON object with the given fields, or a FileError naming the file and the damage."""
+    try:
+        with open(path, encoding='utf-8') as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise FileError(f"{path} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FileError(f"{path} is damaged ({getattr(e, 'msg', e)}): not a readable {what}") from None
+    except OSError as e:
+        raise os_error(path, e, 'read') from None
+    missing = [k for k in fields if not isinstance(obj, dict) or k not in obj]
+    if missing:
+        raise FileError(f"{path} lacks {', '.join(missing)}: not a {what} this codebase wrote")
+    return obj
+
+
+def read_jsonl(path):
+    """The records (JSON objects with an integer 'iter') of a metrics.jsonl; a torn last line (a crash mid-write) is
+    left out, a damaged line elsewhere is an error."""
+    if not os.path.exists(path):
+        return []
+    try:
+        with open(path, encoding='utf-8') as f:
+            lines = f.read().split('\n')
+    except (OSError, UnicodeDecodeError) as e:
+        raise FileError(f"cannot read {path} ({e}): not a metrics file") from None
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            ok = isinstance(r, dict) and isinstance(r.get('iter'), int)
+        except json.JSONDecodeError:
+            ok = False
+        if not ok:
+            if n == len(lines):  # the last line, without its newline: torn by a crash
+                continue
+            raise FileError(f"{path}:{n} is not a metrics record: the file is damaged; remove that line")
+        records.append(r)
+    return records
+
+
+def append_jsonl(path, record):
+    """Append one record as a line; a torn last line left by a crash is cut off first, never merged with it."""
+    try:
+        with open(path, 'a+b') as f:
+            size = f.seek(0, os.SEEK_END)
+            if size:
+                f.seek(max(0, size - 65536))
+                tail = f.read()
+                if not tail.endswith(b'\n'):
+                    cut = tail.rfind(b'\n')
+                    f.truncate(size - len(tail) + cut + 1 if cut >= 0 else 0)
+            f.write((json.dumps(_finite(record)) + '\n').encode())
+    except OSError as e:
+        raise os_error(path, e) from None
+
+
+def remove(path):
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)

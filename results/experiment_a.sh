@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Scale A of the fair answer (config/experiment_a.py) on one GPU, in the calls of a lent machine. The machine has no
+# ../shared and a call carries at most 64 MiB, so the two datasets are prepared in two calls, each carrying its shards
+# in .carry (the prepared data stays on the machine between calls):
+#   mkdir -p .carry && cp ../shared/data/enwiki/enwiki_train_0[4-7].jsonl.xz ../shared/data/enwiki/enwiki_val.jsonl.xz \
+#       ../shared/data/tokenizers/gpt-neox-20b/tokenizer.json .carry/
+#   bash results/experiment_a.sh data_small          # shards 04-07 -> data/enwiki_neox_small (the small models)
+#   (.carry with shards 0[0-3] instead)
+#   bash results/experiment_a.sh data                # shards 00-03 -> data/enwiki_neox (the arms)
+#   bash results/experiment_a.sh start               # experiment.py in its own session (outlives the call)
+#   bash results/experiment_a.sh collect             # progress, and every run's records into $OUT (no checkpoints)
+# val and test: the 312 articles of enwiki_val, alternately (156 each; 424,869 and 591,532 GPT-NeoX tokens).
+# A later session continues the experiment: put the collected run folders back into out-exp-a/ and start again
+# (finished runs are not run again).
+set -euo pipefail
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TORCHINDUCTOR_COMPILE_THREADS=4 TOKENIZERS_PARALLELISM=false
+PY=$(command -v python3 || command -v python)
+prep() {  # $1: shard glob, $2: out_dir
+    [ -f "$2/meta.json" ] || $PY data/prepare.py --input=".carry/enwiki_train_$1.jsonl.xz" \
+        --val_input=.carry/enwiki_val.jsonl.xz --test_fraction=0.5 --tokenizer=gpt-neox-20b \
+        --tokenizer_path=.carry/tokenizer.json --out_dir="$2" --num_proc=16
+}
+case "$1" in
+    data_small) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+                $PY -c "import torch; print('torch', torch.__version__)"
+                prep '0[4-7]' data/enwiki_neox_small ;;
+    data) prep '0[0-3]' data/enwiki_neox ;;
+    start) mkdir -p out-logs
+           setsid nohup $PY experiment.py config/experiment_a.py "${@:2}" > out-logs/experiment_a.log 2>&1 < /dev/null &
+           sleep 60; tail -5 out-logs/experiment_a.log ;;
+    collect) sleep "${2:-0}"
+             grep -c 'finished in' out-logs/experiment_a.log || true
+             tail -4 out-logs/experiment_a.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+             for f in out-exp-a/*/*/train.log; do echo "$f: $(grep 'tok/s' "$f" | tail -1)"; done | tail -8
+             tar czf "$OUT/exp_a.tar.gz" --exclude='ckpt.pt' --exclude='*.tmp*' out-exp-a out-logs ;;
+esac
