@@ -1,184 +1,121 @@
 """
-Config for every script, nanoGPT style: a script's module-level names are its defaults; then
-  python script.py [config/file.py ...] [--key=value ...]
-Config files are plain Python that assign known names; --values are Python literals (a bare word is a
-string). Every value is checked before the script writes anything: its type against the default's, then the
-script's rule for the key (a positive count, a range, one of some choices, a device that exists). None is
-accepted only where the default is None or the rule says None means something.
-
-    from configurator import configure, fail, positive, between, one_of, CONFIG_ERROR
-    config = configure(globals(), rules=dict(batch_size=positive, dropout=between(0, 1, hi_open=True)))
-
-Exit convention, the same for every script (`fail` is the one way a script stops on bad input):
-  2    a configuration error: an unknown key, a wrong type, a value out of range, settings that contradict
-       each other; found before anything is read or written
-  1    a run-time error: a missing or damaged file, data that does not fit the model, a diverged run, a full disk
-  130  interrupted (Ctrl-C)
-Each prints one line on stderr, 'error: ...', naming what is wrong and what to do, and no traceback.
+Settings for every script, nanoGPT style: the script's module-level names are its defaults, then
+  python script.py [config/file.py ...] [--key=value ...]     (python script.py --help lists them)
+Config files are Python assigning known names; --values are Python literals (a bare word is a string). Each value is
+checked once, here, before the script reads or writes anything: its type against the default's, then the script's
+rule for it. Every script stops on bad input the same way (fail): one line 'error: ...' on stderr, no traceback,
+status 2 for a setting, 1 for a file or run-time failure, 130 for Ctrl-C.
 """
 import ast
+import atexit
 import math
+import os
 import sys
+from collections import namedtuple
 
-CONFIG_TYPES = (int, float, bool, str, type(None), tuple, list, dict)
 CONFIG_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def fail(msg, status=RUNTIME_ERROR):
-    """Stop the script: one line on stderr and the convention's exit status (see the module docstring)."""
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(status)
-
-
-def _interrupted(exc_type, exc, tb, _default=sys.excepthook):
-    # Ctrl-C anywhere outside a script's own handler: one line instead of a traceback (Python then exits by SIGINT)
-    if issubclass(exc_type, KeyboardInterrupt):
-        print("error: interrupted (Ctrl-C)", file=sys.stderr)
-    else:
-        _default(exc_type, exc, tb)
-
-
-# ----------------------------------------------------------------------------- rules
-class Rule:
-    """A check on one key's value: test(value) -> bool, and what the value must be, for the error line.
-    none=True: None is a meaningful value for this key (e.g. top_k=None switches top-k off)."""
-
-    def __init__(self, test, what, none=False):
-        self.test, self.what, self.none = test, what, none
-
-    def check(self, key, value):
-        if value is None:
-            return
-        try:
-            ok = self.test(value)
-        except TypeError:
-            ok = False
-        if not ok:
-            raise ConfigError(f"{key}={value!r}: must be {self.what}")
-
-
-positive = Rule(lambda v: v > 0, "> 0")
-non_negative = Rule(lambda v: v >= 0, ">= 0")
-non_empty = Rule(lambda v: len(v) > 0, "non-empty")
+TYPES = (int, float, bool, str, type(None), tuple, list, dict)
+Rule = namedtuple('Rule', 'test what none', defaults=(False,))  # none=True: None is a meaningful value too
+positive, non_negative, non_empty = Rule(lambda v: v > 0, '> 0'), Rule(lambda v: v >= 0, '>= 0'), \
+    Rule(lambda v: len(v) > 0, 'non-empty')
+nullable = lambda r: r._replace(none=True)  # noqa: E731
+one_of = lambda *c: Rule(lambda v: v in c, 'one of ' + ', '.join(map(repr, c)))  # noqa: E731
 
 
 def between(lo, hi, lo_open=False, hi_open=False):
-    """lo <= v <= hi, with either end open."""
     return Rule(lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi),
                 f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
 
 
-def one_of(*choices):
-    return Rule(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
-
-
-def nullable(rule):
-    """The same rule, and None is a meaningful value too."""
-    return Rule(rule.test, rule.what, none=True)
-
-
-def _device_exists(d):
+def _has_device(d):
     import torch
-    try:
-        dev = torch.device(d)
-    except RuntimeError:
-        return False
-    if dev.type == 'cpu':
-        return True
-    if dev.type == 'cuda':
-        return torch.cuda.is_available() and (dev.index is None or dev.index < torch.cuda.device_count())
-    if dev.type == 'mps':
-        return torch.backends.mps.is_available()
-    return False
+    dev = torch.device(d)
+    return dev.type == 'cpu' or (dev.type == 'cuda' and torch.cuda.is_available() and (dev.index or 0) <
+                                 torch.cuda.device_count()) or (dev.type == 'mps' and torch.backends.mps.is_available())
 
 
-device = Rule(_device_exists, "a device this machine has: 'cpu', or 'cuda' / 'cuda:N' with a GPU present")
+device = Rule(_has_device, "a device this machine has: 'cpu', or 'cuda' / 'cuda:N' with a GPU present")
 
 
-# ----------------------------------------------------------------------------- parsing
-def _check_type(key, value, default, rule=None):
-    if value is None:
-        if default is None or (rule is not None and rule.none):
-            return value
-        raise ConfigError(f"config key {key!r} cannot be None (default {default!r}): give a "
-                          f"{type(default).__name__}")
+def fail(msg, status=RUNTIME_ERROR):
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(status)
+
+
+def _excepthook(kind, e, tb, default=sys.excepthook):
+    if not issubclass(kind, KeyboardInterrupt):
+        return default(kind, e, tb)
+    print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    atexit._run_exitfuncs()  # e.g. train.py's lock release; every write is atomic, so nothing is half-written
+    os._exit(INTERRUPTED)
+
+
+def check(key, value, default, rule=None):
+    """value, type-checked against the default (an int where a float is expected becomes one) and the rule."""
+    if value is None and not (default is None or (rule and rule.none)):
+        raise ValueError(f"{key}=None: give a {type(default).__name__} (default {default!r})")
     if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"config key {key!r} = {value!r}: give a finite number")
-    if default is None:
-        return value
-    if isinstance(default, bool) or isinstance(value, bool):
-        if isinstance(default, bool) and isinstance(value, bool):
-            return value
-    elif isinstance(default, float) and isinstance(value, int):
-        return float(value)
-    elif isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
-        return type(default)(value)
-    elif type(value) is type(default):
-        return value
-    raise ConfigError(f"config key {key!r} expects {type(default).__name__} (default {default!r}), "
-                      f"got {type(value).__name__} {value!r}")
-
-
-def _parse_value(key, raw, default):
+        raise ValueError(f"{key}={value!r}: give a finite number")
+    if value is not None and default is not None:
+        if isinstance(default, float) and type(value) is int:
+            value = float(value)
+        elif isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+            value = type(default)(value)
+        elif type(value) is not type(default):
+            raise ValueError(f"{key} expects {type(default).__name__} (default {default!r}), got {value!r}")
     try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        if isinstance(default, str) or default is None:
-            return raw  # --init_from=scratch: a bare word is a string
-        raise ConfigError(f"config key {key!r}: cannot parse {raw!r} as a Python literal "
-                          f"(expected {type(default).__name__})") from None
+        ok = value is None or rule is None or rule.test(value)
+    except (TypeError, ValueError, RuntimeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{key}={value!r}: must be {rule.what}")
+    return value
 
 
-def parse_args(defaults, argv, rules=None):
-    """Return a new dict: defaults updated by config files and --key=value overrides, all type-checked and checked
-    against the rules."""
-    rules = rules or {}
+def parse(defaults, argv, rules):
     config = dict(defaults)
     for arg in argv:
-        if not arg.startswith('--'):
-            if '=' in arg:
-                raise ConfigError(f"argument {arg!r}: overrides are written --key=value")
-            try:
-                with open(arg) as f:
-                    source = f.read()
-            except (OSError, UnicodeDecodeError) as e:
-                raise ConfigError(f"config file {arg!r}: {getattr(e, 'strerror', None) or e}") from None
-            scope = {}
-            try:
-                exec(compile(source, arg, 'exec'), scope)
-            except Exception as e:
-                raise ConfigError(f"config file {arg!r} failed: {type(e).__name__}: {e}") from None
-            for key, value in scope.items():
-                if key.startswith('_') or not isinstance(value, CONFIG_TYPES):
-                    continue  # imports, helpers
-                if key not in defaults:
-                    raise ConfigError(f"config file {arg!r} sets unknown key {key!r}")
-                config[key] = _check_type(key, value, defaults[key], rules.get(key))
-        else:
+        if arg.startswith('--'):
             key, eq, raw = arg[2:].partition('=')
-            if not eq or not key:
-                raise ConfigError(f"argument {arg!r}: write --key=value")
-            if key not in defaults:
-                raise ConfigError(f"unknown config key {key!r} (from {arg!r})")
-            config[key] = _check_type(key, _parse_value(key, raw, defaults[key]), defaults[key], rules.get(key))
-    for key, rule in rules.items():
-        rule.check(key, config[key])
+            if not eq or key not in defaults:
+                raise ValueError(f"{arg}: write --key=value with a known key (--help lists them)")
+            try:
+                value = ast.literal_eval(raw)
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                if not isinstance(defaults[key], (str, type(None))):
+                    raise ValueError(f"{key}: cannot read {raw!r} as a {type(defaults[key]).__name__}") from None
+                value = raw  # a bare word is a string
+            config[key] = check(key, value, defaults[key], rules.get(key))
+            continue
+        try:
+            with open(arg, encoding='utf-8') as f:
+                scope = {}
+                exec(compile(f.read(), arg, 'exec'), scope)
+        except Exception as e:
+            raise ValueError(f"config file {arg}: {type(e).__name__}: {e}") from None
+        for key, value in scope.items():
+            if not key.startswith('_') and isinstance(value, TYPES):
+                if key not in defaults:
+                    raise ValueError(f"config file {arg} sets unknown key {key!r}")
+                config[key] = check(key, value, defaults[key], rules.get(key))
     return config
 
 
-def configure(script_globals, rules=None, argv=None):
-    """Parse argv (default sys.argv[1:]) against the script's config-typed globals and check every value; exit 2 on
-    a bad one. Also makes Ctrl-C one line instead of a traceback."""
-    sys.excepthook = _interrupted
-    defaults = {k: v for k, v in script_globals.items()
-                if not k.startswith('_') and isinstance(v, CONFIG_TYPES) and not isinstance(v, type)}
+def configure(g, rules=None, argv=None):
+    """Parse argv against the script's settings (its module-level names of config types) and apply them to g."""
+    sys.excepthook = _excepthook
+    argv = sys.argv[1:] if argv is None else argv
+    if '--help' in argv or '-h' in argv:
+        with open(g['__file__'], encoding='utf-8') as f:  # the docstring, then the settings block as written
+            text = f.read()
+        rule = '# ' + '-' * 77
+        print((g.get('__doc__') or '').strip() + '\n\nsettings (default  # meaning):\n' +
+              (text.split(rule)[1].strip() if text.count(rule) >= 2 else ''))
+        sys.exit(0)
+    defaults = {k: v for k, v in g.items() if not k.startswith('_') and isinstance(v, TYPES) and not isinstance(v, type)}
     try:
-        config = parse_args(defaults, sys.argv[1:] if argv is None else argv, rules)
-    except ConfigError as e:
+        config = parse(defaults, argv, rules or {})
+    except ValueError as e:
         fail(e, CONFIG_ERROR)
-    script_globals.update(config)
+    g.update(config)
     return config

@@ -11,7 +11,7 @@ import os
 import shutil
 
 
-class FileError(Exception):
+class FileError(ValueError):
     """A file or folder the script cannot use: the message is the one line the user sees."""
 
 
@@ -123,3 +123,28 @@ def remove(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
         os.remove(path)
+
+
+def checksum(obj):
+    """sha256 over every tensor's bytes and every other leaf's repr, in key order: what ckpt.pt carries, so that a
+    checkpoint whose bytes were damaged is refused instead of resumed."""
+    import hashlib
+    import torch
+    h = hashlib.sha256()
+
+    def visit(v):
+        if isinstance(v, dict):
+            for k in sorted(v, key=str):
+                h.update(repr(k).encode())
+                visit(v[k])
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                visit(x)
+        elif isinstance(v, torch.Tensor):
+            t = v.detach().cpu().contiguous()
+            h.update(f'{t.dtype}{tuple(t.shape)}'.encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+        else:
+            h.update(repr(v).encode())
+    visit(obj)
+    return h.hexdigest()
