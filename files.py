@@ -143,7 +143,7 @@ def checksum(obj):
         elif isinstance(v, torch.Tensor):
             t = v.detach().cpu().contiguous()
             h.update(f'{t.dtype}{tuple(t.shape)}'.encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         else:
             h.update(repr(v).encode())
     visit(obj)
