@@ -148,3 +148,67 @@ def checksum(obj):
             h.update(repr(v).encode())
     visit(obj)
     return h.hexdigest()
+
+
+def claim(folder):
+    """Make this process the owner of folder, before anything is written into it: the lock file is created
+    atomically (O_EXCL), so of two runs started at once exactly one gets it. A lock whose process is gone (same
+    host) is taken over. At exit the lock goes, and the folder too if this process made it and left it empty.
+    Returns None, or the one line saying why the folder cannot be taken."""
+    import atexit
+    import socket
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"{folder} is a file, not a folder: choose another out_dir"
+    lock, made, me = os.path.join(folder, 'train.lock'), not os.path.exists(folder), f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            break
+        except FileExistsError:
+            holder = lock_holder(lock)
+            if holder:
+                return f"{folder} is in use by pid {holder} ({lock}): wait for it or choose another out_dir"
+            os.remove(lock)  # stale: its process is gone
+        except OSError as e:
+            return str(os_error(folder, e))
+    else:
+        return f"{folder}: another run took its lock at the same moment; choose another out_dir"
+    with os.fdopen(fd, 'w') as f:
+        f.write(me + '\n')
+
+    def release():
+        try:
+            with open(lock) as f:
+                if f.read().strip() == me:
+                    os.remove(lock)
+            if made and not os.listdir(folder):
+                os.rmdir(folder)
+        except OSError:
+            pass
+    atexit.register(release)
+    return None
+
+
+def lock_holder(lock):
+    """'pid on host' of the process holding a lock file if it may still run; None for a stale or unreadable one."""
+    import socket
+    try:
+        with open(lock) as f:
+            pid, host = f.read().split()[:2]
+        pid = int(pid)
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname():
+        return f"{pid} on {host}"  # cannot tell from here: assume it runs
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return None if f.read().rsplit(')', 1)[1].split()[0] == 'Z' else str(pid)  # a zombie has exited
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+            return str(pid)
+        except ProcessLookupError:
+            return None
+        except OSError:
+            return str(pid)

@@ -30,10 +30,10 @@ small_pretrain = ['--data_dir=data/enwiki_neox_small', '--init_from=scratch', '-
 arms = dict(
     recipe1=dict(args=['--init_from=scratch'] + _large + _gradual, learning_rate=_lrs,
                  score=['magnitude', 'balanced']),
-    recipe2=dict(args=['--init_from={small}', '--grow_n_embd=256'] + _gradual, learning_rate=_lrs,
+    recipe2=dict(args=['--init_from={small}', "--grow={'n_embd': 256}"] + _gradual, learning_rate=_lrs,
                  score=['magnitude', 'balanced']),
     status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs, score=['magnitude']),
-    recipe2_isotropic=dict(args=['--init_from={small}', '--grow_n_embd=256', '--grow_method=isotropic'] + _gradual,
+    recipe2_isotropic=dict(args=['--init_from={small}', "--grow={'n_embd': 256, 'method': 'isotropic'}"] + _gradual,
                            learning_rate=_lrs, score=['magnitude', 'balanced']),
     dense_large=dict(args=['--init_from=scratch'] + _large, learning_rate=_lrs),
     small_continued=dict(args=['--init_from={small}'], learning_rate=_lrs),

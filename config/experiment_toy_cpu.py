@@ -18,7 +18,7 @@ common = ['--max_iters=300', '--warmup_iters=20', '--eval_interval=25', '--eval_
           '--min_lr=None']
 arms = dict(
     recipe1=dict(args=_base + _large + _gradual, learning_rate=_lrs),
-    recipe2=dict(args=_base[:1] + ['--init_from={small}', '--grow_n_embd=128'] + _gradual, learning_rate=_lrs),
+    recipe2=dict(args=_base[:1] + ['--init_from={small}', "--grow={'n_embd': 128}"] + _gradual, learning_rate=_lrs),
     status_quo=dict(args=_base + _large + _sparse + ['--prune_start=240', '--prune_end=240'], learning_rate=_lrs),
     small_continued=dict(args=_base[:1] + ['--init_from={small}'], learning_rate=_lrs),
 )

@@ -3,18 +3,12 @@
 # trained while pruned gradually (geometric, Journey Matters) back to the 70m's 44,630,016 non-zero linear weights.
 #   torchrun --standalone --nproc_per_node=8 train.py config/grow_70m.py
 #   python train.py config/grow_70m.py --init_from=path/to/pythia-70m-deduped    # offline: a local HF directory
-# data_dir: any corpus prepared with the GPT-NeoX tokenizer (data/prepare.py --tokenizer=gpt-neox-20b; the README's
-# enwiki command writes data/enwiki_neox). The other arms of the experiment are overlays on this file, with the same
-# tokens and the same pruning (python experiment.py config/experiment_70m.py runs all five and draws the plot):
-#   python train.py config/grow_70m.py config/grow_70m_recipe1.py     # Recipe 1: the 1024-wide shape from scratch
-#   python train.py config/grow_70m.py config/grow_70m_isotropic.py   # Recipe 2 with isotropic growth
-#   python train.py config/grow_70m.py config/grow_70m_small.py       # the 70m continued, dense
-#   python train.py config/grow_70m.py config/grow_70m_dense.py       # the 1024-wide shape from scratch, dense
+# data_dir: any corpus prepared with the GPT-NeoX tokenizer (data/prepare.py --tokenizer=gpt-neox-20b). The other arms
+# of the experiment are this file with other settings (config/experiment_70m.py runs them all and draws the plot).
 out_dir = 'out-grow-70m'
 data_dir = 'data/enwiki_neox'
 init_from = 'EleutherAI/pythia-70m-deduped'
-grow_n_embd = 1024              # 16 heads of 64; MLP 4096 (the source's 4x ratio)
-grow_method = 'top_left'
+grow = {'n_embd': 1024}         # top_left: 16 heads of 64; MLP 4096 (the source's 4x ratio)
 # 8 x 16 x 2048 = 262,144 tokens per iteration for any number of GPUs dividing 8; 2000 iterations = 524 M tokens
 block_size = 2048
 batch_size = 16
