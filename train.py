@@ -144,9 +144,9 @@ if growing and init_from == 'scratch':
     fail("the grow_* keys grow a pretrained model: set init_from to a model directory, hub id or checkpoint (for "
          "the grown shape from scratch, set n_embd/n_head/n_layer/mlp_width instead)", CONFIG_ERROR)
 if final_sparsity > 0:
-    from prune import check_settings
+    from prune import check_pattern
     try:
-        check_settings(final_sparsity, scope, pattern, score, 'final_sparsity')
+        check_pattern(pattern, final_sparsity, 'final_sparsity')
     except ValueError as e:
         fail(e, CONFIG_ERROR)
     if prune_end < prune_start:
@@ -447,8 +447,9 @@ pruner = None
 if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pruner') is not None:
     from prune import Pruner
     try:
-        pruner = Pruner(raw_model, final_sparsity, prune_start, prune_end, prune_every, prune_schedule=prune_schedule,
-                        scope=scope, pattern=pattern, score=score, prune_head=prune_head)
+        pruner = Pruner(raw_model, final_sparsity=final_sparsity, prune_start=prune_start, prune_end=prune_end,
+                        prune_every=prune_every, prune_schedule=prune_schedule, scope=scope, pattern=pattern,
+                        score=score, prune_head=prune_head)
         if source_masks is not None:
             pruner.set_masks(source_masks)
     except ValueError as e:
