@@ -86,6 +86,37 @@ def get_batch():
     return x[:, :-1], x[:, 1:]
 
 
+def to_semi_structured(model):
+    """Replace, in place, every nn.Linear weight of `model` (a whole GPT or a single nn.Linear) that holds a 2:4
+    pattern with torch.sparse.to_sparse_semi_structured, for inference (its weights stop requiring grad).
+    Needs CUDA with compute capability >= 8.0, fp16/bf16 weights and the kernel's shape multiples; any other
+    weight stays dense, and so does everything on CPU. Tied weights are skipped (the embedding reads them).
+    Returns the names of the converted weights."""
+    if not torch.cuda.is_available():
+        return []
+    from torch.sparse import to_sparse_semi_structured, SparseSemiStructuredTensor
+    uses = {}
+    for _, mod in model.named_modules(remove_duplicate=False):
+        for p in mod.parameters(recurse=False):
+            uses[id(p)] = uses.get(id(p), 0) + 1
+    converted = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or isinstance(mod.weight, SparseSemiStructuredTensor):
+            continue
+        w = mod.weight
+        if (w.device.type != 'cuda' or w.dtype not in (torch.float16, torch.bfloat16) or uses[id(w)] > 1
+                or torch.cuda.get_device_capability(w.device) < (8, 0) or w.shape[-1] % 4
+                or not bool(((w.detach().reshape(-1, 4) != 0).sum(1) <= 2).all())):
+            continue
+        try:
+            sparse = to_sparse_semi_structured(w.detach())
+        except (RuntimeError, ValueError):
+            continue  # shape not a multiple of the kernel's tile: dense it stays
+        mod.weight = torch.nn.Parameter(sparse, requires_grad=False)
+        converted.append(f'{name}.weight' if name else 'weight')
+    return converted
+
+
 def time_training(model, loss_fn, pruner=None, label=''):
     """Median ms/iter over num_iters full steps (forward, backward, clip, AdamW, masking)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device_type == 'cuda')
@@ -163,7 +194,7 @@ if mode == 'train':
         results['speedup_vs_hf'] = results['hf']['ms_per_iter'] / results['ours']['ms_per_iter']
         print(f"{'ours / transformers':>28s}: {results['speedup_vs_hf']:.2f}x tokens/s")
 elif mode == 'sparse24':
-    from prune import nm_mask, to_semi_structured
+    from prune import nm_mask
     import torch.utils.benchmark as benchmark
     half = torch.float16 if dtype == 'float16' else torch.bfloat16
     results['sparse24'] = []

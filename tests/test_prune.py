@@ -1,4 +1,6 @@
-"""prune.py: exact counts, schedules, masks through AdamW and resume, N:M, Wanda, growth-aware scores, the CLI."""
+"""prune.py: schedules, exact counts, masks that never revive (through AdamW and resume), N:M, the scores (balanced,
+Wanda, SparseGPT against references written here), the calibrated one-shot event, train.py's pruning, the CLI."""
+import copy
 import json
 import os
 import subprocess
@@ -10,11 +12,21 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import prune  # noqa: E402
-from prune import (Pruner, average_density, balanced_scores, compute_masks, cubic_sparsity,  # noqa: E402
-                   geometric_sparsity, magnitude_scores, n_pruned, nm_mask, wanda_scores)
+from prune import (Pruner, balanced_scores, check_pattern, compute_masks, cubic_sparsity,  # noqa: E402
+                   geometric_sparsity, n_pruned, nm_mask)
 from model import GPT, GPTConfig  # noqa: E402
+from conftest import SHARED_DATA  # noqa: E402
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """Tiny models on a 2-core machine: one thread is several times faster than two contending ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(seed=0, **kw):
@@ -28,107 +40,87 @@ def pruned_counts(pruner):
 
 # ----------------------------------------------------------------------------- schedules
 def test_schedules_equal_formulas():
-    sf, si, t0, te, dt = 0.9, 0.1, 100, 1000, 50
+    """cubic = TensorFlow Model Optimization's PolynomialDecay (s_i = 0, power 3), geometric = Journey Matters: each
+    of the n + 1 events keeps the same fraction of the survivors; the events, on and off the grid."""
+    sf, t0, te, dt = 0.9, 100, 1000, 50
     n = (te - t0) // dt
     for t in range(0, 1200, 7):
         if t < t0:
-            assert cubic_sparsity(t, sf, t0, te, dt, si) == 0.0 and geometric_sparsity(t, sf, t0, te, dt) == 0.0
+            assert cubic_sparsity(t, sf, t0, te, dt) == 0.0 and geometric_sparsity(t, sf, t0, te, dt) == 0.0
             continue
         k = min(n, (t - t0) // dt)  # the last event at or before t
         tk = t0 + k * dt
-        assert cubic_sparsity(t, sf, t0, te, dt, si) == pytest.approx(sf + (si - sf) * (1 - (tk - t0) / (n * dt)) ** 3,
-                                                                      abs=1e-12)
-        # geometric: n + 1 events (t0 and te both count), each keeps (1 - s_f)^(1/(n+1)) of the survivors
+        assert cubic_sparsity(t, sf, t0, te, dt) == pytest.approx(sf + (0 - sf) * (1 - (tk - t0) / (n * dt)) ** 3,
+                                                                  abs=1e-12)
         assert 1 - geometric_sparsity(t, sf, t0, te, dt) == pytest.approx((1 - sf) ** ((k + 1) / (n + 1)), rel=1e-12)
     p = 1 - (1 - sf) ** (1 / (n + 1))
     d = [1 - geometric_sparsity(t0 + k * dt, sf, t0, te, dt) for k in range(n + 1)]
     assert all(b / a == pytest.approx(1 - p, rel=1e-12) for a, b in zip([1.0] + d, d))
-    assert cubic_sparsity(te, sf, t0, te, dt, si) == sf and geometric_sparsity(te + 5, sf, t0, te, dt) == sf
-    assert cubic_sparsity(t0, sf, t0, te, dt, si) == si
-    # prune_end not on the grid: the last event is prune_end itself
+    assert cubic_sparsity(te, sf, t0, te, dt) == sf and geometric_sparsity(te + 5, sf, t0, te, dt) == sf
+    assert cubic_sparsity(t0, sf, t0, te, dt) == 0.0  # the event at prune_start goes to s_i = 0
+    # prune_end off the grid: the last event is prune_end itself
     assert [t for t in range(0, 40) if prune.is_event(t, 3, 20, 5)] == [3, 8, 13, 18, 20]
     assert cubic_sparsity(19, 0.5, 3, 20, 5) < 0.5 == cubic_sparsity(20, 0.5, 3, 20, 5)
-    # off the grid the cubic is scaled by prune_end - prune_start (17), as TensorFlow Model Optimization's
-    # PolynomialDecay does, not by n * prune_every (4 * 5 = 20)
+    # off the grid the cubic is scaled by prune_end - prune_start (17), as PolynomialDecay does, not n * prune_every
     tf = 0.5 + (0.0 - 0.5) * (1 - (18 - 3) / (20 - 3)) ** 3
     assert cubic_sparsity(18, 0.5, 3, 20, 5) == pytest.approx(tf, abs=1e-15)
     assert abs(tf - (0.5 - 0.5 * (1 - 15 / 20) ** 3)) > 1e-3
 
 
-def test_masks_never_revive():
-    """A target below the sparsity already reached (a lowered final_sparsity, a schedule that asks for less)
-    prunes nothing and brings nothing back: masks only go from 1 to 0."""
-    torch.manual_seed(0)
-    w = {'a': torch.randn(8, 8), 'b': torch.randn(4, 8)}
-    first = compute_masks({k: v.abs() for k, v in w.items()}, 0.5)
-    for scope in ('global', 'layer', 'row'):
-        again = compute_masks({k: torch.rand_like(v) for k, v in w.items()}, 0.2, scope, masks=first)
-        for k in w:
-            assert torch.equal(again[k], first[k]), (scope, k)
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
-    pruner = Pruner(model, 0.6, prune_start=0, prune_end=0, prune_every=1)
-    pruner.step(0)
-    kept = [m.clone() for m in pruner.masks]
-    pruner.prune_to(0.1)  # a lower target
-    with torch.no_grad():
-        for p_ in model.parameters():
-            p_.add_(1.0)  # every weight, pruned or not, moves away from 0
-    pruner.step(1)  # re-zeroes the pruned ones
-    assert all(torch.equal(a, b) for a, b in zip(kept, pruner.masks))
-    assert pruner.stats()['sparsity'] == pytest.approx(0.6, abs=1 / 96)
-    assert all(bool((w_[m == 0] == 0).all()) for w_, m in zip(pruner.weights, pruner.masks))
+def average_density(max_iters, **card):
+    """Mean over iterations 0..max_iters-1 of the density each trained with (iteration i: the events up to i-1)."""
+    return sum(1 - geometric_sparsity(i - 1, **card) for i in range(max_iters)) / max_iters
 
 
 def test_journey_matters_card_average_density():
-    """The 80% model card: 25,050 steps, pruning every 100 from 2,500 to 12,600, average density 0.3984.
-    Convention: both the events at 2,500 and at 12,600 prune (102 events) -> 0.39924; the Pruner's running
-    N_avg over a real run agrees with the formula to count rounding."""
-    card = dict(final_sparsity=0.8, prune_start=2500, prune_end=12600, prune_every=100)
-    avg = average_density(25050, prune_schedule='geometric', **card)
-    assert abs(avg - 0.3984) < 0.002
-    assert avg == pytest.approx(0.39924, abs=1e-5)
-    model = tiny(n_layer=1, vocab_size=256, n_embd=64)  # 65,536 linear weights: rounding moves density < 1e-5
-    pruner = Pruner(model, prune_schedule='geometric', **card)
-    events = sum(pruner.step(t) for t in range(25050))
+    """The 80% model card: 25,050 steps, pruning every 100 from 2,500 to 12,600, average density 0.3984. Both the
+    events at 2,500 and at 12,600 prune (102 events): 0.39924. A Pruner's running N_avg on the same schedule at
+    1/100 of the length (102 events, every step) agrees with the formula to count rounding (65,536 weights)."""
+    avg = average_density(25050, final_sparsity=0.8, prune_start=2500, prune_end=12600, prune_every=100)
+    assert abs(avg - 0.3984) < 0.002 and avg == pytest.approx(0.39924, abs=1e-5)
+    card = dict(final_sparsity=0.8, prune_start=25, prune_end=126, prune_every=1)
+    pruner = Pruner(tiny(n_layer=1, vocab_size=256, n_embd=64), **card)
+    assert sum(pruner.step(t) for t in range(251)) == 102
     st = pruner.stats()
-    assert events == 102
     assert st['nonzero_linear'] == st['linear_params'] - n_pruned(0.8, st['linear_params'])
-    assert st['avg_linear_params'] / st['linear_params'] == pytest.approx(avg, abs=2e-5)
+    assert st['avg_density'] == pytest.approx(average_density(251, **card), abs=2e-5)
     assert st['avg_density'] == st['avg_linear_params'] / st['linear_params']
 
 
-# ----------------------------------------------------------------------------- exact counts
-@pytest.mark.parametrize('scope', ['global', 'layer', 'row'])
-def test_exact_final_sparsity(scope):
-    """Weights rounded to a few values so that ties are everywhere: counts must still be exact at every event."""
+# ----------------------------------------------------------------------------- exact counts, masks only go 1 -> 0
+@pytest.mark.parametrize('scope, pattern', [('global', 'unstructured'), ('layer', 'unstructured'),
+                                            ('row', 'unstructured'), ('global', '2:4')])
+def test_exact_counts_at_every_event(scope, pattern):
+    """Weights rounded to a few values so that ties are everywhere: at every event of a cubic schedule the pruned
+    count is exactly floor(s*N + .5) over the scope's unit (all weights, a tensor, a row, a group of 4), the
+    weights are 0 wherever masked, and stats() counts the live ones."""
     model = tiny()
-    with torch.no_grad():
-        for w in model.linear_weights().values():
-            w.copy_((w * 20).round() / 20)
-    sf = 0.7
-    pruner = Pruner(model, sf, prune_start=2, prune_end=11, prune_every=3, prune_schedule='cubic', scope=scope)
     weights = model.linear_weights()
+    with torch.no_grad():
+        for w in weights.values():
+            w.copy_((w * 20).round() / 20)
+    pruner = Pruner(model, 0.5, prune_start=2, prune_end=11, prune_every=3, prune_schedule='cubic', scope=scope,
+                    pattern=pattern)
     total = sum(w.numel() for w in weights.values())
-    for t in range(15):
-        pruner.step(t)
-        if pruner.masks is None:
+    for t in range(13):
+        if not pruner.step(t):
             continue
-        counts, s = pruned_counts(pruner), pruner.target(t)
-        if scope == 'global':
+        counts, s, masks = pruned_counts(pruner), pruner.target(t), dict(zip(pruner.names, pruner.masks))
+        if pattern == '2:4':
+            assert all(((m == 0).view(-1, 4).sum(1) == n_pruned(s, 4)).all() for m in pruner.masks), t
+        elif scope == 'global':
             assert sum(counts.values()) == n_pruned(s, total), t
         elif scope == 'layer':
             assert counts == {n: n_pruned(s, w.numel()) for n, w in weights.items()}, t
         else:
-            for n, m in zip(pruner.names, pruner.masks):
-                assert ((m == 0).sum(1) == n_pruned(s, m.size(1))).all(), (t, n)
-    assert pruner.target(14) == sf
-    for n, m in zip(pruner.names, pruner.masks):  # the weights themselves are zero wherever masked
-        assert bool((weights[n][m == 0] == 0).all()), n
-    assert pruner.stats()['nonzero_linear'] == total - sum(pruned_counts(pruner).values())
+            assert all(((m == 0).sum(1) == n_pruned(s, m.size(1))).all() for m in pruner.masks), t
+        assert all(bool((weights[n][m == 0] == 0).all()) for n, m in masks.items()), t
+        assert pruner.stats()['nonzero_linear'] == total - sum(counts.values())
+    assert pruner.target(12) == 0.5
 
 
 def test_global_threshold_and_stable_ties():
-    """Global scope prunes exactly the k smallest |w| over all layers; among equal scores the lower flat index."""
+    """Global scope prunes exactly the k smallest scores over all layers; among equal scores the lower flat index."""
     a = torch.tensor([[0.5, 0.1, 0.3, 0.1]])
     b = torch.tensor([[0.1, 0.2], [0.9, 0.1]])
     keep = compute_masks({'a': a, 'b': b}, 0.5, 'global')  # 4 of 8 go: the four 0.1s
@@ -137,63 +129,69 @@ def test_global_threshold_and_stable_ties():
     assert keep['a'].tolist() == [[True, False, True, False]] and keep['b'].tolist() == [[False, True], [True, True]]
 
 
+def test_masks_never_revive():
+    """A target below the sparsity already reached prunes nothing and brings nothing back, in every scope; a Pruner
+    whose pruned weights are all moved off 0 re-zeroes them and keeps its masks."""
+    torch.manual_seed(0)
+    w = {'a': torch.randn(8, 8), 'b': torch.randn(4, 8)}
+    first = compute_masks({k: v.abs() for k, v in w.items()}, 0.5)
+    for scope in ('global', 'layer', 'row'):
+        again = compute_masks({k: torch.rand_like(v) for k, v in w.items()}, 0.2, scope, masks=first)
+        assert all(torch.equal(again[k], first[k]) for k in w), scope
+    model = tiny(n_layer=1)
+    pruner = Pruner(model, 0.6, prune_start=0, prune_end=0, prune_every=1)
+    pruner.step(0)
+    kept = [m.clone() for m in pruner.masks]
+    pruner.prune_to(0.1)  # a lower target
+    with torch.no_grad():
+        for w_ in pruner.weights:
+            w_.add_(1.0)  # every weight, pruned or not, moves away from 0
+    pruner.step(1)
+    assert all(torch.equal(a, b) for a, b in zip(kept, pruner.masks))
+    assert pruner.stats()['nonzero_linear'] == pruner.linear_params - n_pruned(0.6, pruner.linear_params)
+    assert all(bool((w_[m == 0] == 0).all()) for w_, m in zip(pruner.weights, pruner.masks))
+
+
 # ----------------------------------------------------------------------------- through AdamW and resume
-def train_steps(model, pruner, opt, steps, start, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    history = []
+def train_steps(model, pruner, opt, steps, start):
+    """AdamW steps as train.py runs them, checking on the way: mask_grads zeroes exactly the pruned gradients, the
+    re-zeroing after the step holds pruned weights at 0, masks only go 1 -> 0. Returns (losses, whether AdamW
+    moved a pruned weight off 0 before the re-zeroing, at any step)."""
+    losses, moved = [], False
     for t in range(start, start + steps):
-        g.manual_seed(seed * 1000 + t)
-        x = torch.randint(64, (4, 16), generator=g)
-        _, loss = model(x[:, :-1], x[:, 1:])
+        x = torch.randint(64, (4, 16), generator=torch.Generator().manual_seed(t))
+        loss = model(x[:, :-1], x[:, 1:])[1]
         loss.backward()
+        grads = [w.grad.clone() for w in pruner.weights]
         pruner.mask_grads()
+        prev = None if pruner.masks is None else [m.clone() for m in pruner.masks]
+        assert all(torch.equal(w.grad, g * m) for w, g, m in zip(pruner.weights, grads, prev or [])), t
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        prev = None if pruner.masks is None else [m.clone() for m in pruner.masks]
-        moved = None if prev is None else any(bool((w[m == 0] != 0).any()) for w, m in zip(pruner.weights, prev))
+        moved |= prev is not None and any(bool((w[m == 0] != 0).any()) for w, m in zip(pruner.weights, prev))
         pruner.step(t)
-        history.append((loss.item(), moved))
-        if prev is not None:  # masks only go 1 -> 0
+        if prev is not None:
             assert all(bool((m <= p).all()) for m, p in zip(pruner.masks, prev)), t
-    return history
+        if pruner.masks is not None:
+            assert all(bool((w[m == 0] == 0).all()) for w, m in zip(pruner.weights, pruner.masks)), t
+        losses.append(loss.item())
+    return losses, moved
 
 
-def test_pruned_weights_stay_zero_through_adamw():
-    model = tiny()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    pruner = Pruner(model, 0.6, prune_start=1, prune_end=7, prune_every=2, prune_schedule='geometric')
-    history = train_steps(model, pruner, opt, 12, 0)
-    for w, m in zip(pruner.weights, pruner.masks):
-        assert bool((w[m == 0] == 0).all())
-        assert w.grad is None or bool((w.grad[m == 0] == 0).all())
-    # AdamW's momentum does move pruned weights off zero between events: the re-zeroing is what holds them
-    assert any(moved for _, moved in history[3:])
-    assert sum(pruned_counts(pruner).values()) == n_pruned(0.6, pruner.linear_params)
-
-
-def test_mask_grads_zeroes_only_pruned():
-    model = tiny()
-    pruner = Pruner(model, 0.5, prune_start=0, prune_end=0, prune_every=1)
-    pruner.step(0)
-    x = torch.randint(64, (2, 16))
-    model(x[:, :-1], x[:, 1:])[1].backward()
-    grads = [w.grad.clone() for w in pruner.weights]
-    pruner.mask_grads()
-    for g0, w, m in zip(grads, pruner.weights, pruner.masks):
-        assert torch.equal(w.grad, g0 * m) and bool((g0[m == 0] != 0).any())
-
-
-def test_masks_survive_resume_in_process(tmp_path):
-    """6 steps, state to disk, fresh model + optimizer + Pruner, 6 more == 12 straight: same losses and masks."""
+def test_masks_through_adamw_and_resume(tmp_path):
+    """12 AdamW steps with events at 2..9 == 6 steps, the state to disk (masks as bool), a fresh model + optimizer +
+    Pruner, 6 more: same losses, masks, stats and weights. AdamW's momentum does move pruned weights off 0 between
+    events (so the re-zeroing is what holds them), and the final count is exact per layer."""
     def fresh():
         model = tiny(seed=3)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
         return model, opt, Pruner(model, 0.75, prune_start=2, prune_end=9, prune_every=2, scope='layer')
     m1, o1, p1 = fresh()
-    h1 = train_steps(m1, p1, o1, 12, 0)
+    h1, moved = train_steps(m1, p1, o1, 12, 0)
+    assert moved and pruned_counts(p1) == {n: n_pruned(0.75, w.numel()) for n, w in zip(p1.names, p1.weights)}
     m2, o2, p2 = fresh()
-    h2 = train_steps(m2, p2, o2, 6, 0)
+    h2, _ = train_steps(m2, p2, o2, 6, 0)
     torch.save(dict(model=m2.state_dict(), opt=o2.state_dict(), pruner=p2.state_dict()), tmp_path / 'ck.pt')
     ck = torch.load(tmp_path / 'ck.pt', weights_only=True)
     assert all(m.dtype == torch.bool for m in ck['pruner']['masks'].values())
@@ -201,109 +199,52 @@ def test_masks_survive_resume_in_process(tmp_path):
     m3.load_state_dict(ck['model'])
     o3.load_state_dict(ck['opt'])
     p3.load_state_dict(ck['pruner'])
-    h3 = train_steps(m3, p3, o3, 6, 6)
-    assert [l for l, _ in h2 + h3] == [l for l, _ in h1]
-    assert all(torch.equal(a, b) for a, b in zip(p1.masks, p3.masks))
-    assert p1.stats() == p3.stats()
-    for k, v in m1.state_dict().items():
-        assert torch.equal(v, m3.state_dict()[k]), k
+    h3, _ = train_steps(m3, p3, o3, 6, 6)
+    assert h2 + h3 == h1
+    assert all(torch.equal(a, b) for a, b in zip(p1.masks, p3.masks)) and p1.stats() == p3.stats()
+    assert all(torch.equal(v, m3.state_dict()[k]) for k, v in m1.state_dict().items())
 
 
-# ----------------------------------------------------------------------------- N:M
-def test_nm_mask_keeps_largest_in_every_group():
+# ----------------------------------------------------------------------------- N:M, errors
+@pytest.mark.parametrize('n, m', [(2, 4), (1, 4), (3, 8)])
+def test_nm_mask_keeps_largest_in_every_group(n, m):
+    """nm_mask keeps exactly the n largest of every m consecutive scores (argsort reference)."""
+    s = torch.rand(6, 16, generator=torch.Generator().manual_seed(0))
+    ref = torch.zeros(6 * 16 // m, m, dtype=torch.bool).scatter_(1, s.view(-1, m).argsort(1, descending=True)[:, :n],
+                                                                 True)
+    assert torch.equal(nm_mask(s, n, m), ref.view(6, 16))
+
+
+@pytest.mark.parametrize('make, message', [
+    (lambda: Pruner(tiny(n_embd=36), 0.75, prune_start=0, prune_end=9, prune_every=1, pattern='2:8'),
+     r'transformer.h.0.attn.c_attn.weight has 36 inputs'),
+    (lambda: Pruner(tiny(arch='gpt2', n_layer=0), 0.5, prune_start=0, prune_end=9, prune_every=1),
+     'no linear weights to prune'),
+    (lambda: Pruner(tiny(), 0.5, prune_start=0, prune_end=9, prune_every=1, score='wanda', calib=list),
+     'prunes once'),
+    (lambda: Pruner(tiny(), 0.5, prune_start=0, prune_end=0, prune_every=1).load_state_dict(
+        Pruner(tiny(), 0.5, prune_start=0, prune_end=0, prune_every=1, prune_head=False).state_dict() | dict(
+            masks={'lm_head.weight': torch.ones(64, 32, dtype=torch.bool)})), 'do not match'),
+    (lambda: check_pattern('4:2', 0.5), "'N:M' with 0 < N < M"),
+    (lambda: check_pattern('2:4', 0.6, '--sparsity'), r'set --sparsity=0.5'),
+])
+def test_clear_errors(make, message):
+    """What only the model (or a checkpoint against it) can tell is a ValueError naming the fix; so are the scripts'
+    pattern checks (check_pattern)."""
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# ----------------------------------------------------------------------------- scores
+def test_balanced_score_ignores_row_and_column_scales():
+    """balanced_scores(diag(a) W diag(b)) == balanced_scores(W) to float32 round-off."""
     torch.manual_seed(0)
-    s = torch.rand(6, 16)
-    for n, m in [(2, 4), (1, 4), (3, 8)]:
-        keep = nm_mask(s, n, m)
-        groups, kg = s.view(-1, m), keep.view(-1, m)
-        assert (kg.sum(1) == n).all()
-        ref = torch.zeros_like(kg)
-        ref.scatter_(1, groups.argsort(1, descending=True)[:, :n], True)
-        assert torch.equal(kg, ref)
+    w = torch.randn(24, 16)
+    a, b = torch.rand(24) * 10 + 0.01, torch.rand(16) * 10 + 0.01
+    torch.testing.assert_close(balanced_scores(a[:, None] * w * b[None, :], iters=30),
+                               balanced_scores(w, iters=30), rtol=1e-4, atol=1e-5)
 
 
-def test_gradual_2_4_pattern_in_every_group():
-    model = tiny()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    pruner = Pruner(model, 0.5, prune_start=0, prune_end=6, prune_every=3, pattern='2:4', prune_schedule='cubic')
-    train_steps(model, pruner, opt, 8, 0)
-    for n, w in model.linear_weights().items():
-        nz = (w != 0).view(-1, 4).sum(1)
-        assert (nz <= 2).all(), n
-    for m in pruner.masks:
-        assert ((m != 0).view(-1, 4).sum(1) == 2).all()
-
-
-# ----------------------------------------------------------------------------- Wanda
-def test_wanda_matches_reference():
-    torch.manual_seed(0)
-    lin = torch.nn.Linear(12, 5, bias=False)
-    x = torch.randn(3, 7, 12) * torch.linspace(0.1, 3, 12)
-    norms = prune.activation_norms(lin, ['weight'], [x])['weight']
-    ref_norm = torch.sqrt((x.reshape(-1, 12).double() ** 2).sum(0))
-    torch.testing.assert_close(norms.double(), ref_norm, rtol=1e-6, atol=0)
-    keep = compute_masks({'w': wanda_scores(lin.weight, norms)}, 0.5, 'row')['w']
-    w = lin.weight.detach().double()
-    for i in range(5):  # per output row: the 6 smallest |W_ij| * ||X_j|| go
-        sc = [abs(w[i, j].item()) * ref_norm[j].item() for j in range(12)]
-        drop = sorted(range(12), key=lambda j: sc[j])[:6]
-        assert keep[i].tolist() == [j not in drop for j in range(12)]
-
-
-def test_wanda_one_shot_on_gpt_block_by_block():
-    model = tiny()
-    weights = model.linear_weights()
-    x = torch.randint(64, (2, 16))
-    # the first block's c_attn sees ln_1(wte(x)): its hooked norm equals the direct computation
-    direct = model.transformer.h[0].ln_1(model.transformer.wte(x)).reshape(-1, 32).norm(dim=0)
-    hooked = prune.activation_norms(model, ['transformer.h.0.attn.c_attn.weight'], [x])
-    torch.testing.assert_close(hooked['transformer.h.0.attn.c_attn.weight'], direct.detach(), rtol=1e-5, atol=1e-6)
-    prune.wanda_prune(model, weights, 0.5, None, [x])
-    for n, w in weights.items():
-        assert ((w == 0).sum(1) == w.size(1) // 2).all(), n
-
-
-# ----------------------------------------------------------------------------- errors
-def test_clear_errors():
-    model = tiny()
-    for s in (-0.1, 1.0, 1.5):
-        with pytest.raises(ValueError, match=r'\[0, 1\)'):
-            Pruner(model, s, 0, 10, 1)
-        with pytest.raises(ValueError, match=r'\[0, 1\)'):
-            compute_masks({'w': torch.rand(4, 4)}, s)
-    with pytest.raises(ValueError, match='not a multiple of 8'):  # 36 inputs, groups of 8
-        Pruner(tiny(n_embd=36, n_head=2), 0.75, 0, 10, 1, pattern='2:8')
-    with pytest.raises(ValueError, match='multiple of 4'):
-        nm_mask(torch.rand(4, 6), 2, 4)
-    with pytest.raises(ValueError, match='no linear weights to prune'):
-        Pruner(tiny(arch='gpt2', n_layer=0), 0.5, 0, 10, 1)  # no blocks, head tied to the embedding
-    with pytest.raises(ValueError, match='no linear weights to prune'):
-        Pruner(tiny(n_layer=0), 0.5, 0, 10, 1, prune_head=False)
-    with pytest.raises(ValueError, match='final_sparsity=0.5'):
-        Pruner(model, 0.7, 0, 10, 1, pattern='2:4')
-    with pytest.raises(ValueError, match="'N:M'"):
-        Pruner(model, 0.5, 0, 10, 1, pattern='4:2')
-    with pytest.raises(ValueError, match='prune_end'):
-        Pruner(model, 0.5, 10, 5, 1)
-    with pytest.raises(ValueError, match='one-shot'):
-        Pruner(model, 0.5, 0, 10, 1, score='wanda')
-    with pytest.raises(ValueError, match='cubic'):
-        Pruner(model, 0.5, 0, 10, 1, prune_schedule='linear')
-
-
-def test_to_semi_structured_cpu_is_a_no_op():
-    model = tiny()
-    with torch.no_grad():
-        for w in model.linear_weights().values():
-            w.mul_(nm_mask(w.abs(), 2, 4))
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    if torch.cuda.is_available():
-        pytest.skip('CPU contract only')
-    assert prune.to_semi_structured(model) == []
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-
-
-# ----------------------------------------------------------------------------- growth-aware
 def grown_and_trained(method):
     """expand.py's function-preserving growth of a 2-layer model (width 32 -> 64, 2 -> 3 layers), then 20 AdamW
     steps, as a gradual-pruning run has before its first event. Returns the model, a map of each weight's new
@@ -318,15 +259,14 @@ def grown_and_trained(method):
         big(x[:, :-1], x[:, 1:])[1].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    lmap, old = layer_map(2, 3), src.linear_weights()
-    new = {}
+    lmap, old, new = layer_map(2, 3), src.linear_weights(), {}
     for name, w in big.linear_weights().items():
         r = torch.ones_like(w, dtype=torch.bool)
-        if name.startswith('transformer.h.') and lmap[int(name.split('.')[2])] is None:
+        layer = int(name.split('.')[2]) if name.startswith('transformer.h.') else None
+        if layer is not None and lmap[layer] is None:
             new[name] = r  # an identity block: all new
             continue
-        o = old[name if not name.startswith('transformer.h.') else
-                name.replace(f".h.{name.split('.')[2]}.", f".h.{lmap[int(name.split('.')[2])]}.")]
+        o = old[name if layer is None else name.replace(f'.h.{layer}.', f'.h.{lmap[layer]}.')]
         r[:o.shape[0], :o.shape[1]] = False
         new[name] = r
     return big, new, f'transformer.h.{lmap.index(None)}.'
@@ -341,7 +281,7 @@ def test_growth_aware_score_on_expanded_model(method):
     model, new, blk = grown_and_trained(method)
     weights = model.linear_weights()
     res = {}
-    for name, fn in (('magnitude', magnitude_scores), ('balanced', balanced_scores)):
+    for name, fn in (('magnitude', lambda w: w.detach().abs()), ('balanced', balanced_scores)):
         keep = compute_masks({n: fn(w) for n, w in weights.items()}, 0.5, 'global')
         rate = lambda sel: sum(int((~keep[n])[sel(n)].sum()) for n in weights) / sum(int(sel(n).sum())
                                                                                      for n in weights)
@@ -361,12 +301,170 @@ def test_growth_aware_score_on_expanded_model(method):
         assert mag['layer_spread'] > 0.15 and bal['layer_spread'] < 0.05, res
 
 
-def test_balanced_score_ignores_row_and_column_scales():
-    torch.manual_seed(0)
-    w = torch.randn(24, 16)
-    a, b = torch.rand(24) * 10 + 0.01, torch.rand(16) * 10 + 0.01
-    torch.testing.assert_close(balanced_scores(a[:, None] * w * b[None, :], iters=30),
-                               balanced_scores(w, iters=30), rtol=1e-4, atol=1e-5)
+# ----------------------------------------------------------------------------- calibrated: Wanda and SparseGPT
+def reference_wanda(W, X, sparsity, nm=None):
+    """Wanda from its definition: S_ij = |W_ij| ||X_j||_2; in every output row the lowest fraction, or with N:M the
+    m-n lowest of every m consecutive inputs, set to 0. Plain loops, float64."""
+    W, norm = W.double().clone(), X.double().norm(dim=0)
+    for r in range(W.size(0)):
+        s = [abs(W[r, c].item()) * norm[c].item() for c in range(W.size(1))]
+        groups = [range(W.size(1))] if nm is None else [range(g, g + nm[1]) for g in range(0, W.size(1), nm[1])]
+        for g in groups:
+            for c in sorted(g, key=lambda c: s[c])[:n_pruned(sparsity, len(g))]:
+                W[r, c] = 0.0
+    return W
+
+
+def reference_sparsegpt(W, X, sparsity, nm=None, blocksize=128, percdamp=0.01):
+    """SparseGPT from the paper's definitions without its two tricks: the inverse Hessian of the columns not yet
+    done, H_F^-1 = inv(H[j:, j:]), inverted directly for every column (no Cholesky), and each OBS update
+    w -= w_j / [H_F^-1]_jj [H_F^-1]_j,: applied at once (no lazy batches). Masks by w^2 / [H_F^-1]_jj: the lowest
+    fraction of each block of columns when it starts, or per row the m-n lowest of m columns. Plain loops, float64."""
+    W, X = W.double().clone(), X.double()
+    H = 2 * X.T @ X
+    dead = H.diagonal() == 0
+    H[dead, dead], W[:, dead] = 1, 0
+    H += percdamp * H.diagonal().mean() * torch.eye(len(H), dtype=H.dtype)
+    rows, cols = W.shape
+    hinv_jj = [torch.linalg.inv(H[c:, c:])[0, 0].item() for c in range(cols)]
+    saliency = lambda r, c: W[r, c].item() ** 2 / hinv_jj[c]
+    prune = torch.zeros(rows, cols, dtype=torch.bool)
+    for j in range(cols):
+        if nm is None and j % blocksize == 0:
+            block = [(r, c) for r in range(rows) for c in range(j, min(j + blocksize, cols))]  # ties: row-major order
+            for r, c in sorted(block, key=lambda rc: saliency(*rc))[:n_pruned(sparsity, len(block))]:
+                prune[r, c] = True
+        if nm is not None and j % nm[1] == 0:
+            for r in range(rows):
+                for c in sorted(range(j, j + nm[1]), key=lambda c: saliency(r, c))[:nm[1] - nm[0]]:
+                    prune[r, c] = True
+        Hinv = torch.linalg.inv(H[j:, j:])
+        for r in range(rows):
+            if prune[r, j]:
+                W[r, j:] -= W[r, j] / Hinv[0, 0] * Hinv[0]
+                W[r, j] = 0.0
+    return W
+
+
+@pytest.mark.parametrize('pattern', ['unstructured', '2:4'])
+def test_sparsegpt_layer_equals_reference(pattern):
+    """sparsegpt_layer (Cholesky, lazy batch updates over 3 blocks of 8 columns, an input never active) == the
+    reference above: the same zeros and the same surviving weights to 1e-10 (both float64)."""
+    g = torch.Generator().manual_seed(0)
+    W, X = torch.randn(8, 24, generator=g), torch.randn(64, 24, generator=g) * torch.linspace(0.1, 3, 24)
+    X[:, 5] = 0  # a dead input: H_55 = 0
+    nm = None if pattern == 'unstructured' else (2, 4)
+    ours = prune.sparsegpt_layer(W, 2 * X.double().T @ X.double(), 0.5, nm, blocksize=8)
+    ref = reference_sparsegpt(W, X, 0.5, nm, blocksize=8)
+    assert torch.equal(ours == 0, ref == 0) and int((ours == 0).sum()) == 96
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
+
+
+def inputs_of(model, names, batches):
+    """{name: X (tokens, inputs)}: what each named linear reads when the model runs on the batches."""
+    got, hooks = {n: [] for n in names}, []
+    for n in names:
+        mod = model.get_submodule(n.rpartition('.')[0])
+        hooks.append(mod.register_forward_pre_hook(lambda m, i, n=n: got[n].append(i[0].reshape(-1, i[0].size(-1)))))
+    with torch.no_grad():
+        for x in batches:
+            model(x)
+    for h in hooks:
+        h.remove()
+    return {n: torch.cat(v) for n, v in got.items()}
+
+
+@pytest.mark.parametrize('score, pattern', [('wanda', 'unstructured'), ('wanda', '2:4'),
+                                            ('sparsegpt', 'unstructured'), ('sparsegpt', '2:4')])
+def test_calibrated_pruning_block_by_block(score, pattern):
+    """wanda_prune / sparsegpt_prune on a 2-block GPT == the references applied block by block, each block's inputs
+    taken from the model whose earlier blocks the reference already pruned: the same zeros, weights to 1e-5."""
+    model = tiny(n_embd=16).eval()
+    batches = [torch.randint(64, (2, 16), generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    nm = None if pattern == 'unstructured' else (2, 4)
+    ours = copy.deepcopy(model)
+    if score == 'wanda':
+        prune.wanda_prune(ours, ours.linear_weights(), batches, 0.5, nm)
+        reference = lambda W, X: reference_wanda(W, X, 0.5, nm)
+    else:
+        prune.sparsegpt_prune(ours, ours.linear_weights(), batches, 0.5, nm, blocksize=16)  # 64 inputs: 4 blocks
+        reference = lambda W, X: reference_sparsegpt(W, X, 0.5, nm, blocksize=16)
+    ref, names = model, list(model.linear_weights())
+    for block in ['transformer.h.0.', 'transformer.h.1.', 'lm_head.']:
+        X = inputs_of(ref, [n for n in names if n.startswith(block)], batches)
+        with torch.no_grad():
+            for n, x in X.items():
+                ref.get_parameter(n).copy_(reference(ref.get_parameter(n), x))
+    for n, w in ours.linear_weights().items():
+        r = ref.get_parameter(n)
+        assert torch.equal(w == 0, r == 0), n
+        torch.testing.assert_close(w, r, rtol=0, atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def shakespeare_model():
+    """A 1-block GPT (width 64) trained 100 AdamW steps on Tiny Shakespeare's characters, and a batch maker."""
+    with open(os.path.join(SHARED_DATA, 'tinyshakespeare', 'input.txt'), encoding='utf-8') as f:
+        text = f.read()[:200_000]
+    stoi = {c: i for i, c in enumerate(sorted(set(text)))}
+    ids = torch.tensor([stoi[c] for c in text])
+    starts = lambda seed: torch.randint(len(ids) - 33, (8,), generator=torch.Generator().manual_seed(seed))
+    batch = lambda seed: torch.stack([ids[i:i + 33] for i in starts(seed)])
+    model = tiny(n_layer=1, n_embd=64, vocab_size=len(stoi), block_size=32)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for t in range(100):
+        xy = batch(t)
+        model(xy[:, :-1], xy[:, 1:])[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return model.eval(), batch
+
+
+@pytest.mark.parametrize('pattern', ['unstructured', '2:4'])
+def test_sparsegpt_reconstructs_a_trained_layer_best(shakespeare_model, pattern):
+    """On the MLP input layer (c_fc) of a small trained model, with its real activations on unseen text: the layer's
+    output error ||W X^T - W' X^T||_F of SparseGPT is below Wanda's and below magnitude's at the same sparsity (50%
+    per layer, or 2:4), by at least 10% (measured: 27% unstructured, 40% 2:4)."""
+    model, batch = shakespeare_model
+    name = 'transformer.h.0.mlp.c_fc.weight'
+    X = inputs_of(model, [name], [batch(10**6 + k)[:, :-1] for k in range(4)])[name]  # batches it never trained on
+    W = model.get_parameter(name).detach()
+    nm = None if pattern == 'unstructured' else (2, 4)
+    pruned = dict(
+        magnitude=W * compute_masks({'w': W.abs()}, 0.5, 'layer', nm)['w'],
+        wanda=W * compute_masks({'w': W.abs() * X.norm(dim=0)}, 0.5, 'row', nm)['w'],
+        sparsegpt=prune.sparsegpt_layer(W, 2 * X.double().T @ X.double(), 0.5, nm).float())
+    err = {k: ((W - w) @ X.T).norm().item() for k, w in pruned.items()}
+    assert all((w == 0).float().mean() == 0.5 for w in pruned.values())
+    assert err['sparsegpt'] < 0.9 * min(err['wanda'], err['magnitude']), err
+
+
+@pytest.mark.parametrize('score', ['wanda', 'sparsegpt'])
+def test_calibrated_event_in_training(score):
+    """A Pruner with a calibrated score and prune_start = prune_end = 3: dense until then, one event that calls
+    calib() once and prunes exactly n_pruned(0.5, .) per row (wanda) or per layer (sparsegpt: one 128-column block;
+    it also moves surviving weights, wanda does not); after it the masks stay fixed through AdamW steps and the
+    non-zero count stays exact."""
+    model = tiny()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    calls = []
+    calib = lambda: calls.append(1) or [torch.randint(64, (4, 16), generator=torch.Generator().manual_seed(9))]
+    pruner = Pruner(model, 0.5, prune_start=3, prune_end=3, prune_every=1, score=score, calib=calib)
+    train_steps(model, pruner, opt, 3, 0)
+    assert pruner.masks is None and not calls and all(bool((w != 0).all()) for w in pruner.weights)
+    before = [w.detach().clone() for w in pruner.weights]
+    assert pruner.step(3)  # the event, after iteration 3's update
+    counts, masks = pruned_counts(pruner), [m.clone() for m in pruner.masks]
+    want = {n: w.size(0) * n_pruned(0.5, w.size(1)) if score == 'wanda' else n_pruned(0.5, w.numel())
+            for n, w in zip(pruner.names, pruner.weights)}
+    assert calls == [1] and counts == want and pruner.stats()['nonzero_linear'] == pruner.linear_params - sum(
+        want.values())
+    moved = any(bool((w[m != 0] != b[m != 0]).any()) for w, b, m in zip(pruner.weights, before, masks))
+    assert moved == (score == 'sparsegpt')
+    train_steps(model, pruner, opt, 3, 4)
+    assert calls == [1] and all(torch.equal(a, b) for a, b in zip(masks, pruner.masks)) and pruned_counts(
+        pruner) == counts
+    assert sum(int((w != 0).sum()) for w in pruner.weights) == pruner.linear_params - sum(want.values())
 
 
 # ----------------------------------------------------------------------------- end to end: train.py and the CLI
@@ -384,77 +482,58 @@ def run(script, *args, check=True):
     return r
 
 
-def read_metrics(out_dir):
-    with open(os.path.join(out_dir, 'metrics.jsonl')) as f:
-        return [json.loads(line) for line in f]
-
-
 @pytest.fixture(scope='module')
 def trained(data_dir, tmp_path_factory):
-    """8 iterations straight, and 4 + resume 4, with pruning events at iterations 1..6 (both halves)."""
-    root = tmp_path_factory.mktemp('train')
-    a, b = str(root / 'a'), str(root / 'b')
-    run('train.py', *TRAIN, f'--data_dir={data_dir}', f'--out_dir={a}', '--max_iters=4')
-    run('train.py', *TRAIN, f'--data_dir={data_dir}', f'--out_dir={a}', '--max_iters=8', '--init_from=resume')
-    run('train.py', *TRAIN, f'--data_dir={data_dir}', f'--out_dir={b}', '--max_iters=8')
-    return a, b
+    """train.py, 4 iterations then a resume to 8, with geometric pruning events at iterations 1..6 (both halves)."""
+    out = str(tmp_path_factory.mktemp('train') / 'a')
+    run('train.py', *TRAIN, f'--data_dir={data_dir}', f'--out_dir={out}', '--max_iters=4')
+    run('train.py', *TRAIN, f'--data_dir={data_dir}', f'--out_dir={out}', '--max_iters=8', '--init_from=resume')
+    return out
 
 
-def test_train_exact_resume_with_pruning(trained):
-    a, b = trained
-    ma, mb = read_metrics(a), read_metrics(b)
-    ta = {r['iter']: r['train_loss'] for r in ma if 'train_loss' in r}
-    tb = {r['iter']: r['train_loss'] for r in mb if 'train_loss' in r}
-    assert sorted(ta) == list(range(1, 9)) and ta == tb
-    ea = [r for r in ma if 'val_loss' in r]
-    assert ea == [r for r in mb if 'val_loss' in r]
-    assert [r['iter'] for r in ea] == [0, 4, 8]
-    ca, cb = (torch.load(os.path.join(d, 'ckpt.pt'), map_location='cpu', weights_only=True) for d in (a, b))
-    assert set(ca['pruner']['masks']) == set(cb['pruner']['masks'])
-    for n, m in cb['pruner']['masks'].items():
-        assert m.dtype == torch.bool and torch.equal(ca['pruner']['masks'][n], m), n
-        assert bool((cb['model'][n][~m] == 0).all())
-    last = ea[-1]
+def test_gradual_pruning_in_train_py(trained):
+    """train.py's Pruner across a resume: the logged sparsity after events 1..3 and at the end, N_avg (which only
+    comes out right if the resume restored the running sum), bool masks in the checkpoint, weights 0 where masked."""
+    with open(os.path.join(trained, 'metrics.jsonl')) as f:
+        evals = [r for r in map(json.loads, f) if 'val_loss' in r]
+    assert [r['iter'] for r in evals] == [0, 4, 8]
+    last = evals[-1]
     assert last['sparsity'] == pytest.approx(0.5, abs=1e-9) and last['target_sparsity'] == 0.5
-    # iterations 0, 1 dense; after the event at iteration t (1..6) the density is 0.5^((t)/6); 7 is final
+    assert evals[1]['sparsity'] == pytest.approx(1 - 0.5 ** (3 / 6), abs=1e-3)  # events 1, 2, 3 before iter 4
+    # iterations 0, 1 dense; after the event at iteration t (1..6) the density is 0.5^(t/6); 7 is final
     dens = [1, 1] + [0.5 ** (t / 6) for t in range(1, 7)]
     assert last['avg_linear_params'] == pytest.approx(sum(dens) / 8 * last['linear_params'], rel=1e-3)
-    assert ea[1]['sparsity'] == pytest.approx(1 - 0.5 ** (3 / 6), abs=1e-3)  # events 1, 2, 3 before iter 4
+    ckpt = torch.load(os.path.join(trained, 'ckpt.pt'), map_location='cpu', weights_only=True)
+    for n, m in ckpt['pruner']['masks'].items():
+        assert m.dtype == torch.bool and bool((ckpt['model'][n][~m] == 0).all()), n
 
 
-def test_cli_one_shot_from_checkpoint_and_dir(trained, data_dir, tmp_path):
-    a, _ = trained
-    out1 = str(tmp_path / 'p75')
-    r = run('prune.py', f'--init_from={a}', f'--out_dir={out1}', '--sparsity=0.75', '--scope=layer',
-            f'--data_dir={data_dir}', '--batch_size=2', '--eval_iters=2', '--block_size=32', '--device=cpu')
+def test_cli_sparsegpt_2_4_from_a_pruning_checkpoint(trained, data_dir, tmp_path):
+    """python prune.py --score=sparsegpt --pattern=2:4 on train.py's checkpoint: the per-layer table and val loss
+    before/after printed, a model directory with at most 2 non-zeros in every 4 and the checkpoint's pruned weights
+    still 0, the record appended (calibration tokens, source iteration), the tokenizer beside the weights. Bad
+    input: one error line, nothing written."""
+    out = str(tmp_path / 'sg24')
+    r = run('prune.py', f'--init_from={trained}', f'--out_dir={out}', '--sparsity=0.5', '--pattern=2:4',
+            '--score=sparsegpt', f'--data_dir={data_dir}', '--batch_size=2', '--calib_batches=2', '--eval_iters=2',
+            '--block_size=32', '--device=cpu')
     assert 'val loss' in r.stdout and 'perplexity' in r.stdout and 'transformer.h.1.mlp.c_fc.weight' in r.stdout
-    model = GPT.from_pretrained(out1)
+    model = GPT.from_pretrained(out)
+    ckpt = torch.load(os.path.join(trained, 'ckpt.pt'), map_location='cpu', weights_only=True)
     for n, w in model.linear_weights().items():
-        assert int((w == 0).sum()) == n_pruned(0.75, w.numel()), n
-    with open(os.path.join(out1, 'config.json')) as f:
-        rec = json.load(f)['growing_sparse']['pruning'][-1]
-    assert rec['scope'] == 'layer' and rec['source_iter_num'] == 8 and rec['achieved_sparsity'] == pytest.approx(
-        0.75, abs=1e-3)
-    assert rec['val_loss_after'] > rec['val_loss_before'] > 0
-    # a model directory in, 2:4 Wanda out; the training checkpoint's 50% masks were not the 2:4 ones
-    out2 = str(tmp_path / 'w24')
-    run('prune.py', f'--init_from={out1}', f'--out_dir={out2}', '--sparsity=0.5', '--pattern=2:4', '--score=wanda',
-        f'--data_dir={data_dir}', '--batch_size=2', '--calib_batches=2', '--eval_iters=1', '--block_size=32',
-        '--device=cpu')
-    model2 = GPT.from_pretrained(out2)
-    for n, w in model2.linear_weights().items():
-        assert ((w != 0).view(-1, 4).sum(1) <= 2).all(), n
-    with open(os.path.join(out2, 'config.json')) as f:
+        assert ((w != 0).view(-1, 4).sum(1) <= 2).all() and bool((w[~ckpt['pruner']['masks'][n]] == 0).all()), n
+    with open(os.path.join(out, 'config.json')) as f:
         record = json.load(f)['growing_sparse']
-    history = record['pruning']
-    assert [h['score'] for h in history] == ['magnitude', 'wanda'] and history[1]['scope'] == 'row'
+    rec = record['pruning'][-1]
+    assert rec['score'] == 'sparsegpt' and rec['source_iter_num'] == 8 and rec['calib_tokens'] == 2 * 2 * 32
+    assert rec['achieved_sparsity'] >= 0.5 and rec['val_loss_after'] > 0 and rec['val_loss_before'] > 0
     from data.tokenizer import tokenizer_from_meta
     with open(os.path.join(data_dir, 'meta.json')) as f:  # the checkpoint's tokenizer travels with the model
         assert record['tokenizer'] == tokenizer_from_meta(json.load(f)).meta()
-    assert os.path.exists(os.path.join(out2, 'tokenizer.json'))
-    # bad input: one error line, nothing written
-    r = run('prune.py', f'--init_from={out1}', f'--out_dir={out2}', check=False)
-    assert r.returncode != 0 and 'not empty' in r.stderr
-    out3 = str(tmp_path / 'bad')
-    r = run('prune.py', f'--init_from={out1}', f'--out_dir={out3}', '--pattern=2:4', '--sparsity=0.6', check=False)
-    assert r.returncode != 0 and '--sparsity=0.5' in r.stderr and not os.path.exists(out3)
+    assert os.path.exists(os.path.join(out, 'tokenizer.json'))
+    for args, fragment in (([f'--out_dir={out}'], 'not empty'),
+                           ([f'--out_dir={tmp_path / "bad"}', '--pattern=2:4', '--sparsity=0.6'], '--sparsity=0.5')):
+        r = run('prune.py', f'--init_from={trained}', *args, check=False)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode != 0 and len(lines) == 1 and fragment in lines[0], r.stderr[-2000:]
+    assert not os.path.exists(tmp_path / 'bad')
