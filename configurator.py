@@ -112,7 +112,8 @@ def configure(g, rules=None, argv=None):
         print((g.get('__doc__') or '').strip() + '\n\nsettings (default  # meaning):\n' +
               (text.split(rule)[1].strip() if text.count(rule) >= 2 else ''))
         sys.exit(0)
-    defaults = {k: v for k, v in g.items() if not k.startswith('_') and isinstance(v, TYPES) and not isinstance(v, (type, Rule))}
+    defaults = {k: v for k, v in g.items()
+                if not k.startswith('_') and isinstance(v, TYPES) and not isinstance(v, (type, Rule))}
     try:
         config = parse(defaults, argv, rules or {})
     except ValueError as e:

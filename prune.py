@@ -38,7 +38,8 @@ calib_batches = 8             # wanda, sparsegpt: train batches whose activation
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 seed = 1337
 # -----------------------------------------------------------------------------
-_CALIBRATED = ('wanda', 'sparsegpt')  # scores weighed by input activations: one-shot, on calibration batches
+CALIBRATED = ('wanda', 'sparsegpt')  # scores weighed by input activations: one-shot, on calibration batches
+SCORES = ('magnitude', 'balanced', *CALIBRATED)
 n_pruned = lambda s, numel: int(math.floor(s * numel + 0.5))  # what a sparsity s removes of numel: round half up
 
 
@@ -47,7 +48,7 @@ def check_pattern(pattern, sparsity, key='sparsity'):
     n, _, m = pattern.partition(':')
     if pattern != 'unstructured' and not (n.isdigit() and m.isdigit() and 0 < int(n) < int(m)):
         raise ValueError(f"pattern={pattern!r}: use 'unstructured' or 'N:M' with 0 < N < M, e.g. '2:4'")
-    if pattern != 'unstructured' and abs(sparsity - (1 - int(n) / int(m))) > 1e-9:
+    if pattern != 'unstructured' and sparsity is not None and abs(sparsity - (1 - int(n) / int(m))) > 1e-9:
         raise ValueError(f"pattern {pattern} keeps {n} of every {m} weights: set {key}={1 - int(n) / int(m)}")
 
 
@@ -151,12 +152,12 @@ class Pruner:
     def __init__(self, model, final_sparsity, *, prune_start, prune_end, prune_every, prune_schedule='geometric',
                  scope='global', pattern='unstructured', score='magnitude', prune_head=True, calib=None):
         self.settings = {k: v for k, v in locals().items() if k not in ('self', 'model', 'calib')}  # checkpointed
-        if score in _CALIBRATED and prune_start != prune_end:
+        if score in CALIBRATED and prune_start != prune_end:
             raise ValueError(f"score={score!r} prunes once, from calibration activations: set prune_start = "
                              f"prune_end (the iteration of its one event), or use 'magnitude' or 'balanced'")
-        assert (score in _CALIBRATED) == (calib is not None) and 0 <= prune_start <= prune_end and prune_every > 0
+        assert (score in CALIBRATED) == (calib is not None) and 0 <= prune_start <= prune_end and prune_every > 0
         weights = model.linear_weights(include_head=prune_head)
-        assert score not in _CALIBRATED or not any(hasattr(w, 'device_mesh') for w in weights.values()), 'no FSDP'
+        assert score not in CALIBRATED or not any(hasattr(w, 'device_mesh') for w in weights.values()), 'no FSDP'
         self.nm = None if pattern == 'unstructured' else tuple(int(x) for x in pattern.split(':'))
         for name, w in weights.items() if self.nm else ():  # only the model can tell
             if w.shape[-1] % self.nm[1]:
@@ -195,7 +196,7 @@ class Pruner:
     def prune_to(self, sparsity):
         """One pruning event: masks at `sparsity` among the surviving weights (on their device, no host copy)."""
         score, weights = self.settings['score'], dict(zip(self.names, self.weights))
-        if score in _CALIBRATED:  # the weights pruned before are 0 (re-zeroed every step): its zeros keep them
+        if score in CALIBRATED:  # the weights pruned before are 0 (re-zeroed every step): its zeros keep them
             training = self.model.training
             prune_fn = wanda_prune if score == 'wanda' else sparsegpt_prune
             prune_fn(self.model.eval(), weights, self.calib(), sparsity, self.nm)
@@ -326,11 +327,11 @@ def main():
     from hf_io import DTYPES, check_replaceable, load_model
     configure(globals(), rules=dict(
         init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True),
-        scope=one_of('global', 'layer', 'row'), score=one_of('magnitude', 'balanced', *_CALIBRATED),
+        scope=one_of('global', 'layer', 'row'), score=one_of(*SCORES),
         data_dir=non_empty, batch_size=positive, block_size=positive, eval_iters=positive, calib_batches=positive,
         device=device_rule, seed=non_negative, save_dtype=one_of(*DTYPES),
         tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char')))
-    t0, calibrated, val, calib = time.time(), score in _CALIBRATED, None, None
+    t0, calibrated, val, calib = time.time(), score in CALIBRATED, None, None
     try:
         if init_from is None or out_dir is None:
             raise ValueError("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new dir>")

@@ -38,6 +38,7 @@ checkpoint_interval = None    # save ckpt.pt only every this many iterations (a 
 eval_iters = 20               # val batches per evaluation (the same batches in every run)
 log_interval = 10
 eval_only = False             # evaluate the initial model and exit, writing nothing
+always_save_checkpoint = True # False: save ckpt.pt only when the val loss improves (small corpora overfit)
 save_hf = False               # at the end also write out_dir/model, a Hugging Face directory
 overwrite = False             # True: a fresh run replaces the run in out_dir
 init_from = 'scratch'         # 'scratch' | 'resume' | a model directory, hub id, or another run's ckpt.pt
@@ -93,7 +94,7 @@ wandb_run_name = None
 # -----------------------------------------------------------------------------
 from configurator import (CONFIG_ERROR, INTERRUPTED, Rule, between, check, configure, fail, non_empty,  # noqa: E402
                           non_negative, nullable, one_of, positive, device as device_rule)
-from prune import SCORES, parse_pattern  # noqa: E402
+from prune import CALIBRATED, SCORES, check_pattern  # noqa: E402
 config = configure(globals(), rules=dict(
     out_dir=non_empty, data_dir=non_empty, eval_interval=positive, checkpoint_interval=positive,
     eval_iters=positive, log_interval=positive, init_from=non_empty,
@@ -107,7 +108,6 @@ config = configure(globals(), rules=dict(
     beta2=between(0, 1, hi_open=True), grad_clip=non_negative, final_sparsity=between(0, 1, hi_open=True),
     prune_start=non_negative, prune_end=non_negative, prune_every=positive,
     prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
-    pattern=Rule(lambda v: parse_pattern(v) is not False, "'unstructured' or 'N:M' with 0 < N < M"),
     score=one_of(*SCORES), calib_batches=positive, device=device_rule, dtype=one_of('bfloat16', 'float32'),
     seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
 if grow is not None:
@@ -120,8 +120,11 @@ if grow is not None:
     except ValueError as e:
         fail(e, CONFIG_ERROR)
 config['min_lr'] = min_lr = learning_rate / 10 if min_lr is None else min_lr
-nm = parse_pattern(pattern)
-calibrated = final_sparsity > 0 and score in ('wanda', 'sparsegpt')
+calibrated = final_sparsity > 0 and score in CALIBRATED
+try:
+    check_pattern(pattern, final_sparsity or None, 'final_sparsity')
+except ValueError as e:
+    fail(e, CONFIG_ERROR)
 for bad, msg in [
         (checkpoint_interval and checkpoint_interval % eval_interval, f"checkpoint_interval={checkpoint_interval} "
          f"must be a multiple of eval_interval={eval_interval}: checkpoints are saved at evaluations"),
@@ -129,8 +132,6 @@ for bad, msg in [
          "model directory, hub id or checkpoint (for the grown shape from scratch, set n_embd, n_head, ... instead)"),
         (min_lr > learning_rate, f"min_lr={min_lr} is above learning_rate={learning_rate}: the cosine decays to it"),
         (prune_end < prune_start, f"prune_end={prune_end} is before prune_start={prune_start}"),
-        (nm and final_sparsity > 0 and abs(final_sparsity - (1 - nm[0] / nm[1])) > 1e-9,
-         f"pattern {pattern} keeps {nm and nm[0]} of every {nm and nm[1]} weights: set final_sparsity={nm and 1 - nm[0] / nm[1]}"),
         (calibrated and prune_start != prune_end, f"score={score!r} prunes once with calibration: set prune_start = "
          f"prune_end (the iteration of the one event)"),
         (calibrated and fsdp, f"score={score!r} calibrates whole layers: use it without fsdp"),
@@ -219,6 +220,7 @@ try:
             saved = checkpoint['config']
             # what may change on resume: how the run is watched, saved and computed, and how long it runs
             free = {'out_dir', 'eval_interval', 'checkpoint_interval', 'log_interval', 'eval_only', 'save_hf',
+                    'always_save_checkpoint',
                     'overwrite', 'init_from', 'max_iters', 'micro_batch_size', 'device', 'dtype', 'compile',
                     'wandb_log', 'wandb_project', 'wandb_run_name', 'block_size', 'calib_batches'}
             changed = [k for k in saved if k not in free and k in config and saved[k] != config[k]]
@@ -417,7 +419,8 @@ def evaluate_and_save():
     if master:
         print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
     log(record)
-    if iter_num > 0 and (checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters):
+    due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
+    if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
         best_val_loss = min(best_val_loss, val_loss)
         rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
         ranks = [rng]
