@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from data import open_tokens, read_meta, sample_batch, windows
 from data.tokenizer import tokenizer_from_meta
-from hf_io import load_model
+from hf_io import load_model, save_pretrained
 from model import GPT, GPTConfig, preset_config, peak_flops
 
 # -----------------------------------------------------------------------------
@@ -769,8 +769,8 @@ if save_hf:
         record = dict(growth or provenance, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
                       weights='last', best_val_loss=best_val_loss, best_iter=best_iter,
                       **(pruner.stats() if pruner is not None else {}))
-        export.save_pretrained(os.path.join(out_dir, 'model'), extra_meta=record, tokenizer=hf_tokenizer,
-                               replace=True)
+        save_pretrained(export, os.path.join(out_dir, 'model'), extra_meta=record, tokenizer=hf_tokenizer,
+                        replace=True)
         print(f"wrote {out_dir}/model: the weights after iteration {iter_num}" +
               ("" if always_save_checkpoint else f"; ckpt.pt holds the best val loss, at iteration {best_iter}"))
 if ddp:
