@@ -31,8 +31,8 @@ os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
-from hf_io import DTYPES, check_replaceable, load_model  # noqa: E402
-from model import GPT  # noqa: E402
+from hf_io import check_replaceable, load_model  # noqa: E402
+from model import DTYPES, GPT  # noqa: E402
 from data.tokenizer import model_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------

@@ -1,17 +1,11 @@
 """
-Sample from a trained model, nanoGPT style. Samples go to stdout, separated by '---------------'.
-  python sample.py --init_from=out-pydoc                          # a train.py out_dir (its ckpt.pt)
-  python sample.py --init_from=out-pydoc/model --start="FILE:prompt.txt" --num_samples=2 --top_p=0.9
+Sample from a trained model, nanoGPT style; samples go to stdout, separated by '---------------'.
+  python sample.py --init_from=out-pydoc --start="FILE:prompt.txt" --num_samples=2 --top_p=0.9
   python sample.py --init_from=EleutherAI/pythia-70m-deduped --start="The capital of France is" --temperature=0
-The tokenizer, unless named by `tokenizer`, comes from the model's metadata: a checkpoint's dataset meta.json;
-for a model directory its config.json "growing_sparse" record, else a tokenizer.json next to the weights, else
-the family's own (gpt2: GPT-2 BPE via tiktoken; gpt_neox: GPT-NeoX-20B, from tokenizer_path or the hub).
+The tokenizer, unless named, is the model's (data/tokenizer.py's model_tokenizer: a checkpoint's dataset, a model
+directory's record or tokenizer.json, else the family's own).
 """
-
 import torch
-
-from hf_io import load_model
-from data.tokenizer import model_tokenizer
 
 # -----------------------------------------------------------------------------
 init_from = 'out'             # a train.py out_dir (with ckpt.pt), or a Hugging Face model directory / hub id
@@ -25,57 +19,44 @@ seed = 1337
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
 use_cache = True              # KV cache; False recomputes the whole context for every token
-tokenizer = None              # None: from the model's metadata; or 'gpt2' | 'gpt-neox-20b' | 'char'
+tokenizer = None              # None: the model's; or 'gpt2' | 'gpt-neox-20b' | 'char'
 tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead of the hub)
 # -----------------------------------------------------------------------------
-from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between,  # noqa: E402
-                          one_of, nullable, device as device_rule)
-config = configure(globals(), rules=dict(
-    init_from=non_empty, num_samples=positive, max_new_tokens=non_negative, temperature=non_negative,
-    top_k=nullable(positive), top_p=between(0, 1, lo_open=True), seed=non_negative, device=device_rule,
-    dtype=one_of('float32', 'bfloat16', 'float16'), tokenizer=one_of('gpt2', 'gpt-neox-20b', 'pythia', 'char')))
-
+import configurator as cf  # modules, not settings: configure() takes the names of config types only
+import model as gpt
+cf.configure(globals(), rules=dict(
+    init_from=cf.non_empty, num_samples=cf.positive, max_new_tokens=cf.non_negative, temperature=cf.non_negative,
+    top_k=cf.nullable(cf.positive), top_p=cf.between(0, 1, lo_open=True), seed=cf.non_negative, device=cf.device,
+    dtype=cf.one_of(*gpt.DTYPES), tokenizer=cf.one_of('gpt2', 'gpt-neox-20b', 'pythia', 'char')))
+from byte_pool import check_byte_table, to_text
+from data.tokenizer import model_tokenizer
+from hf_io import load_model
 
 try:
-    model, source = load_model(init_from, dtype=torch.float32)
+    model, source = load_model(init_from, dtype=gpt.DTYPES[dtype])  # inference only: the KV cache in dtype too
     tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)
-    if model.config.byte_pool:
-        from byte_pool import check_byte_table
-        check_byte_table(model, tok)
+    check_byte_table(model, tok)
 except (ValueError, FileNotFoundError, RuntimeError) as e:
-    fail(e)
-if tok.vocab_size > model.config.vocab_size:
-    fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
-         f"this is not the model's tokenizer; pass the right --tokenizer", CONFIG_ERROR)
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-# inference only: the weights themselves in dtype, so the KV cache is in dtype too
-model.eval().to(device=device, dtype=ptdtype)
-
-if start.startswith('FILE:'):
-    try:
+    cf.fail(e)
+if tok.vocab_size > model.config.vocab_size:  # its ids would index past the embedding
+    cf.fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
+            f"this is not the model's tokenizer; pass the right --tokenizer", cf.CONFIG_ERROR)
+model.eval().to(device)
+try:
+    if start.startswith('FILE:'):
         with open(start[5:], encoding='utf-8') as f:
             start = f.read()
-    except OSError as e:
-        fail(f"cannot read the prompt file {start[5:]!r}: {e.strerror}")
-    except UnicodeDecodeError as e:
-        fail(f"the prompt file {start[5:]!r} is not UTF-8 text (byte {e.start}): save it as UTF-8")
-try:
     start_ids = tok.encode(start) or [tok.eot]  # an empty prompt starts a new document
+except OSError as e:
+    cf.fail(f"cannot read the prompt file {start[5:]!r}: {e.strerror}")
+except UnicodeDecodeError as e:
+    cf.fail(f"the prompt file {start[5:]!r} is not UTF-8 text (byte {e.start}): save it as UTF-8")
 except ValueError as e:
-    fail(f"cannot encode the prompt: {e}")
+    cf.fail(f"cannot encode the prompt: {e}")
 x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]
+x = model.byte_table[x].long() if model.config.byte_pool else x  # a byte-level model reads and writes bytes
 generator = torch.Generator(device=device).manual_seed(seed)
-
-if model.config.byte_pool:  # the prompt's ids spelled in bytes; the model answers in bytes
-    x = model.byte_table[x].long()
-with torch.no_grad():
-    for _ in range(num_samples):
-        # only the tokenizer's ids: a vocabulary padded to a multiple of 64 has ids no text decodes to
-        y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                           use_cache=use_cache, generator=generator, vocab_size=tok.vocab_size)[0]
-        if model.config.byte_pool:
-            from byte_pool import to_text
-            print(tok.decode(start_ids) + to_text(y[len(start_ids):]))
-        else:
-            print(tok.decode(y.tolist()))
-        print('---------------')
+for _ in range(num_samples):  # only the tokenizer's ids: a vocabulary padded past it has ids no text decodes to
+    y = model.generate(x, max_new_tokens, temperature, top_k, top_p, use_cache, generator, tok.vocab_size)[0]
+    print(tok.decode(start_ids) + to_text(y[len(start_ids):]) if model.config.byte_pool else tok.decode(y.tolist()))
+    print('---------------')

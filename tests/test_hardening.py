@@ -45,6 +45,7 @@ def ws(tmp_path_factory):
     damaged model directories, bad input files."""
     from data.prepare import write_dataset
     from data.tokenizer import get_tokenizer
+    from hf_io import save_pretrained
     from model import GPT, GPTConfig
     w = tmp_path_factory.mktemp('ws')
     text = ['the sparse model grows wider and deeper while pruning weights. ' * 20] * 30
@@ -65,7 +66,7 @@ def ws(tmp_path_factory):
         (w / name / 'val.bin').write_bytes((w / 'data' / 'val.bin').read_bytes())
     m = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=64, block_size=32))
     for name in ('corrupt_st', 'no_fields', 'bad_config'):
-        m.save_pretrained(str(w / name), extra_meta={'note': 'test'})
+        save_pretrained(m, str(w / name), extra_meta={'note': 'test'})
     (w / 'corrupt_st' / 'model.safetensors').write_bytes(b'not a safetensors file at all')
     cfg = json.loads((w / 'no_fields' / 'config.json').read_text())
     del cfg['hidden_size']
