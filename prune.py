@@ -263,7 +263,7 @@ def calibrate(model, weights, batches, stat):
                 sums[name] = sums[name] + x if name in sums else x
             hooks.append(model.get_submodule(name.rpartition('.')[0]).register_forward_pre_hook(hook))
         try:  # a byte-level model reads bytes and its decoder the next tokens' bytes: as bytes, every position runs
-            for x in batches:  # the encoder, so each token weighs as often as it occurs (GPT.encode_bytes)
+            for x in batches:  # the encoder, so each token weighs as often as it occurs (ByteEncoder.ids)
                 model(model.byte_table[x[:, :-1]], x[:, 1:]) if model.config.byte_pool else model(x)
         finally:
             for h in hooks:
@@ -324,7 +324,8 @@ def main():
     from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between, one_of,
                               device as device_rule)
     from data.tokenizer import model_tokenizer
-    from hf_io import DTYPES, check_replaceable, load_model
+    from hf_io import check_replaceable, load_model, save_pretrained
+    from model import DTYPES
     configure(globals(), rules=dict(
         init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True),
         scope=one_of('global', 'layer', 'row'), score=one_of(*SCORES),
@@ -390,7 +391,7 @@ def main():
         print(f"val loss {before:.4f} -> {after:.4f}   perplexity {math.exp(before):.2f} -> {math.exp(after):.2f}")
     # provenance: the source's record (e.g. its expansion), this pruning appended
     meta = dict(source['record'], tokenizer=tok.meta(), pruning=source['record'].get('pruning', []) + [record])
-    model.to(out_dtype).save_pretrained(out_dir, extra_meta=meta, tokenizer=tok, replace=True)  # new/empty/ours
+    save_pretrained(model.to(out_dtype), out_dir, extra_meta=meta, tokenizer=tok, replace=True)  # new/empty/ours
     print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}; "
           f"{pattern}, {score}), {time.time() - t0:.1f}s")
 
