@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from byte_pool import PAD, ByteDecoder, ByteEncoder, decoder_targets, wide
 from byte_pool import flops_per_token as byte_flops_per_token
 
+DTYPES = {'float32': torch.float32, 'float64': torch.float64, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+
 
 @dataclass
 class GPTConfig:
