@@ -66,9 +66,10 @@ def test_splits_and_test_fraction(tmp_path):
     check_dataset(str(tmp_path), [d for d in docs if d not in val], val[0::2], val[1::2])
 
 
-def test_refuses_to_replace_or_half_write(tmp_path):
+def test_refuses_to_replace_or_half_write(tmp_path, monkeypatch):
     """A prepared dataset is replaced only with overwrite (and an old test.bin goes with it); an out_dir that is a file,
-    an empty split or a document the tokenizer cannot take raise and leave out_dir as it was."""
+    an empty split or a document the tokenizer cannot take raise and leave out_dir as it was; a crash while the new
+    files are renamed in leaves no meta.json, so no half-replaced dataset passes for one."""
     tok, out = tokenizer('char'), str(tmp_path / 'd')
     write_dataset(out, DOCS, tok, source='first', val_fraction=0.2, test_fraction=0.5)
     before = {f: os.path.getmtime(os.path.join(out, f)) for f in os.listdir(out)}
@@ -81,6 +82,12 @@ def test_refuses_to_replace_or_half_write(tmp_path):
     (tmp_path / 'a_file').write_text('x')
     with pytest.raises(ValueError, match='is a file'):
         write_dataset(str(tmp_path / 'a_file'), DOCS, tok, source='t')
+    replace = os.replace  # a crash between renaming the new train.bin and val.bin in: out_dir is no dataset any more
+    monkeypatch.setattr(os, 'replace', lambda a, b: replace(a, b) if b.endswith('train.bin') else 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        write_dataset(out, DOCS, tok, source='second', val_fraction=0.2, overwrite=True)
+    assert not os.path.exists(os.path.join(out, 'meta.json')) and not [f for f in os.listdir(out) if '.tmp' in f]
+    monkeypatch.undo()
     write_dataset(out, DOCS, tok, source='second', val_fraction=0.2, overwrite=True)
     check_dataset(out, [d for i, d in enumerate(DOCS) if i % 5 != 4], DOCS[4::5])
 

@@ -111,7 +111,7 @@ def test_mean_coordinates_and_eps_are_load_bearing(arch):
 def test_weight_for_weight(method):
     """isotropic x2 without noise is HyperCloning's symmetric expansion: every hidden-to-hidden weight 1/2 [[W, W],
     [W, W]], the embedding [E, E], the head 1/2 [W, W], biases and LayerNorms duplicated, eps unchanged. top_left: every
-    old weight is the top-left block of its grown one (LayerNorm gains times sqrt(d/d'))."""
+    old weight is the top-left block of its grown one (LayerNorm gains times sqrt(d/d')), the rest fresh or zero."""
     src = source('gpt_neox')
     grown = expand_model(src, n_head=8, method=method, noise=0.0)
     new = grown.state_dict()
@@ -126,6 +126,10 @@ def test_weight_for_weight(method):
         split = reps[-1] if w.dim() == 2 and 'wte' not in name else 1  # readers' inputs split over the copies
         assert torch.equal(new[name], w.repeat(*reps) / split), name
     assert grown.config.layer_norm_eps == (src.config.layer_norm_eps if method == 'isotropic' else 0.5e-5)
+    blk = grown.transformer.h[0]  # top_left: new heads and units read at random and write 0; so do mean coordinates
+    assert method == 'isotropic' or (blk.attn.c_proj.weight[:, 32:].abs().max() == 0 == blk.mlp.c_proj.weight[
+        :, 128:].abs().max() and min(blk.attn.c_attn.weight[96:].std(), blk.mlp.c_fc.weight[128:].std(),
+                                     blk.attn.c_attn.weight[:96, 32:].std()) > 0.01)
 
 
 def train_and_probe(model, steps=3):
@@ -161,7 +165,7 @@ def copies_apart(acts, d=32, H=4, m=128, hs=8):
 def test_trainable(arch, method):
     """x2.5 wide (isotropic: 2 residual copies plus mean coordinates, heads with 2 and 3 copies) and a new block: every
     new or copied coordinate, head, unit and block gets gradient, mean coordinates move apart, and copies diverge
-    (> 1e-4; without the cancelling noise they provably stay tied, the control below)."""
+    (> 1e-4)."""
     grown = expand_model(source(arch, torch.float32), n_head=10, n_layer=3, method=method)
     acts, d, H, m, hs = train_and_probe(grown), 32, 4, 128, 8
     nonzero = lambda t, dim: bool((t.norm(dim=dim) > 0).all())  # noqa: E731
@@ -180,10 +184,13 @@ def test_trainable(arch, method):
     assert method == 'top_left' or copies_apart(acts) > 1e-4
 
 
-def test_copies_stay_tied_without_noise():
-    """The control: exact copies with identical fan-out get identical gradients, so they never diverge (< 1e-5)."""
-    grown = expand_model(source('gpt_neox', torch.float32), n_head=8, method='isotropic', noise=0.0)
-    assert copies_apart(train_and_probe(grown)) < 1e-5
+@pytest.mark.parametrize('noise', [0.0, 1e-2])
+def test_noise_breaks_the_symmetry_of_copies(noise):
+    """x2 isotropic (pure copies, no mean coordinates): exact copies with identical fan-out get identical gradients, so
+    without the cancelling noise they never diverge (< 1e-5); with it they do (> 1e-4)."""
+    grown = expand_model(source('gpt_neox', torch.float32), n_head=8, method='isotropic', noise=noise)
+    apart = copies_apart(train_and_probe(grown))
+    assert apart < 1e-5 if noise == 0 else apart > 1e-4
 
 
 @pytest.mark.parametrize('target, match', [
