@@ -258,7 +258,7 @@ def describe(c):
 
 if __name__ == '__main__':
     from configurator import CONFIG_ERROR, configure, fail, non_empty
-    from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer
+    from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer, tokenizer_record
     from hf_io import check_replaceable, load_model, save_pretrained
     from model import DTYPES
     configure(globals(), rules=dict(RULES, init_from=non_empty, out_dir=non_empty, check_batch=positive,
@@ -271,17 +271,17 @@ if __name__ == '__main__':
                              f"--overwrite=True to replace a model directory this codebase wrote")
         check_replaceable(out_dir)
         model, source = load_model(init_from, dtype=None)  # as stored: the grown model is saved in that dtype
-        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights
-        check_tokenizers(model, tok, f'the model {init_from}', f'the {tok.name} tokenizer')
+        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights: it
+        for m in filter(None, [model, tokenizer_record(source)]):  # fits the model and its recorded tokenizer
+            check_tokenizers(m, tok, f'the model {init_from}', f'the {tok.name} tokenizer')
         out_dtype, c = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype, model.config
         print(f"source: {describe(c)}; params {model.param_counts()}")
         idx = torch.randint(c.vocab_size, (check_batch, min(check_len, c.block_size)),
                             generator=torch.Generator().manual_seed(seed))
         grown, record = grow(model, idx, **{k: globals()[k] for k in RULES})
         print(f"grown:  {describe(grown.config)}; params {grown.param_counts()}; layer_norm_eps {c.layer_norm_eps:g} "
-              f"-> {grown.config.layer_norm_eps:g}; {record['seconds']:.2f}s; max |dlogits| "
-              f"{record['max_abs_dlogits']:.3e} ({check_dtype}, {idx.size(0)}x{idx.size(1)} random tokens; tolerance "
-              f"{record['tolerance']:g})")
+              f"-> {grown.config.layer_norm_eps:g}; max |dlogits| {record['max_abs_dlogits']:.3e} ({check_dtype}, "
+              f"{idx.numel()} random tokens; tolerance {record['tolerance']:g}) in {record['seconds']:.2f}s")
         save_pretrained(grown.to(out_dtype), out_dir, tokenizer=tok, replace=True, extra_meta=dict(
             expanded_from=init_from, **record, tokenizer=tok.meta(), **{'parent': source['record']} if source['record']
             else {}))
