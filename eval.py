@@ -1,188 +1,132 @@
-"""
-Evaluate a model the way the field reports it: WikiText perplexities and bits per byte, LAMBADA accuracy and
-perplexity, and val loss with bits per byte on a prepared dataset. The WikiText and LAMBADA numbers are those of
-lm-evaluation-harness 0.4.13's `wikitext` and `lambada_openai` tasks on the same model (tests/test_eval.py runs
-lm-eval itself and compares to 1e-4 relative).
-  python eval.py --init_from=out-pydoc --out_json=eval.json          # a train.py out_dir, HF directory or hub id
-  python eval.py --init_from=out/model --tasks="['wikitext']" --device=cuda --dtype=bfloat16
-WikiText: the raw test set (wiki.test.raw of WikiText-2, the same text as WikiText-103's), split into its 62
-articles; each article, detokenized as lm-eval does, is scored whole with disjoint rolling windows of the model's
-context (each window predicts up to max_length new tokens, the first after the end-of-text token): word perplexity
-= exp(-sum ll / words), byte perplexity = exp(-sum ll / bytes), bits per byte = -sum ll / bytes / ln 2, words and
-bytes counted on the article before detokenization. LAMBADA (OpenAI's version): the log-likelihood of ' ' + the last
-word after the rest of the passage; accuracy = greedy decoding gives every token of it, perplexity = exp(-mean ll).
-Val: train.py's val loss (the same eval_iters batches) and bits per byte = the summed loss / ln 2 / the UTF-8 bytes
-those target tokens spell.
-"""
+"""Evaluate a model as the field reports it: WikiText perplexities and bits per byte, LAMBADA accuracy and perplexity
+(equal to lm-evaluation-harness 0.4.13's `wikitext` and `lambada_openai`: the tests run lm-eval itself), and the loss
+and bits per byte (data.estimate_loss) of a prepared dataset's val (train.py's val batches) and test split (all once).
+  python eval.py --init_from=out-pydoc --out_json=eval.json --tasks="['wikitext', 'test']" --dtype=bfloat16
+WikiText: wiki.test.raw's 62 articles, detokenized as lm-eval does, each scored whole in disjoint rolling windows
+(the first after end-of-text); word / byte perplexity = exp(-sum ll / words or bytes of the raw article). LAMBADA
+(OpenAI's): ll of ' ' + the last word after the rest; accuracy: greedy gives all of it; perplexity = exp(-mean ll)."""
+import functools
 import json
 import math
 import os
 import re
 import time
 
-import numpy as np
 import torch
 
-from configurator import (configure, fail, CONFIG_ERROR, Rule, positive, non_empty, one_of, device as device_rule)
-from data import open_tokens, read_meta, sample_batch
-from data.tokenizer import model_tokenizer, tokenizer_from_meta
+import files
+from data import estimate_loss, open_tokens, read_meta, sample_batch, windows
+from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer, tokenizer_from_meta, tokenizer_record
 from hf_io import load_model
+from model import DTYPES
 
-SHARED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'shared', 'data')
 # -----------------------------------------------------------------------------
 init_from = 'out'             # a train.py out_dir / ckpt.pt, a Hugging Face model directory, or a hub id
-tasks = ['wikitext', 'lambada', 'val']
+tasks = ['wikitext', 'lambada', 'val']  # any of 'wikitext', 'lambada', 'val', 'test'
 out_json = None               # write the results here as JSON
 wikitext = None               # wiki.test.raw, a jsonl of {"page": ...}, or a hub dataset; None: ../shared, else hub
 lambada = None                # a jsonl of {"text": ...} or a hub dataset; None: ../shared, else the hub
-data_dir = None               # val: a prepared dataset; None: the one a train.py checkpoint was trained on
+data_dir = None               # val, test: a prepared dataset; None: the one a train.py checkpoint was trained on
 batch_size = 8                # WikiText / LAMBADA: sequences per forward
 eval_iters = None             # val: batches; None: a checkpoint's own (so val_loss is train.py's), else 20
-val_batch_size = None         # val: sequences per batch; None: a checkpoint's batch_size, else 8
-block_size = None             # val: tokens per sequence; None: a checkpoint's block_size, else the model's
-max_length = None             # WikiText/LAMBADA context; None: a checkpoint's training block_size, else the model's
-                              # block_size (what lm-eval reads from config.json)
+val_batch_size = None         # val, test: sequences per batch; None: a checkpoint's batch_size, else 8
+block_size = None             # val, test: tokens per sequence; None: a checkpoint's block_size, else the model's
+max_length = None             # WikiText / LAMBADA context; None: a checkpoint's block_size, else the model's
 limit = None                  # score only the first `limit` documents of WikiText and LAMBADA (quick checks)
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
+device = 'cuda' if torch.cuda.is_available() else 'cpu'  # where the model runs
 dtype = 'float32'             # 'float32' | 'bfloat16': the weights' dtype (log-probabilities always in float32)
-tokenizer = None              # None: the model's (as sample.py finds it)
-tokenizer_path = None
+tokenizer = None              # WikiText / LAMBADA: None: the model's (data.tokenizer.model_tokenizer)
+tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
 check_only = False            # check the settings and exit (experiment.py does, before any arm trains)
 # -----------------------------------------------------------------------------
-TASKS = Rule(lambda v: len(v) > 0 and set(v) <= {'wikitext', 'lambada', 'val'},
-             "a non-empty list of 'wikitext', 'lambada', 'val'")
-WIKITEXT_HUB, LAMBADA_HUB = ('EleutherAI/wikitext_document_level', 'wikitext-2-raw-v1'), 'EleutherAI/lambada_openai'
-
-# WikiText's tokenized spelling undone, in this order (literal replacements, and regexes marked re): the text the
-# model scores. Word and byte counts use the article as it is.
-DETOKENIZE = [
-    ("s '", "s'"), (re.compile(r"/' [0-9]/"), r"/'[0-9]/"),
-    (" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."),
-    (" : ", ": "), (" ; ", "; "), (" . ", ". "), (" ! ", "! "), (" ? ", "? "), (" , ", ", "),
-    (re.compile(r"\(\s*([^\)]*?)\s*\)"), r"(\1)"), (re.compile(r"\[\s*([^\]]*?)\s*\]"), r"[\1]"),
-    (re.compile(r"{\s*([^}]*?)\s*}"), r"{\1}"), (re.compile(r"\"\s*([^\"]*?)\s*\""), r'"\1"'),
-    (re.compile(r"'\s*([^']*?)\s*'"), r"'\1'"),
-    ("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" \u00b0 ", "\u00b0"),
-    (" \n", "\n"), ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s"),
-]
-
-
-def detokenize(page):
-    for pattern, repl in DETOKENIZE:
-        page = pattern.sub(repl, page) if isinstance(pattern, re.Pattern) else page.replace(pattern, repl)
-    return page
+TASKS = ('wikitext', 'lambada', 'val', 'test')
+SOURCES = {'wikitext': ('page', 'wikitext/wikitext-2-raw/wiki.test.raw', 'EleutherAI/wikitext_document_level',
+                        'wikitext-2-raw-v1'),  # the text field, the file in ../shared, the hub dataset and its config
+           'lambada': ('text', 'lambada/lambada_test.jsonl', 'EleutherAI/lambada_openai', None)}
+# WikiText's tokenized spelling undone, in this order (literal replacements, and regexes): the text the model scores
+DETOKENIZE = [("s '", "s'"), (re.compile(r"/' [0-9]/"), r"/'[0-9]/"), (" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."),
+              (" : ", ": "), (" ; ", "; "), (" . ", ". "), (" ! ", "! "), (" ? ", "? "), (" , ", ", "),
+              (re.compile(r"\(\s*([^\)]*?)\s*\)"), r"(\1)"), (re.compile(r"\[\s*([^\]]*?)\s*\]"), r"[\1]"),
+              (re.compile(r"{\s*([^}]*?)\s*}"), r"{\1}"), (re.compile(r"\"\s*([^\"]*?)\s*\""), r'"\1"'),
+              (re.compile(r"'\s*([^']*?)\s*'"), r"'\1'"), ("= = = =", "===="), ("= = =", "==="), ("= =", "=="),
+              (" \u00b0 ", "\u00b0"), (" \n", "\n"), ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s")]
+detokenize = lambda page: functools.reduce(lambda p, r: r[0].sub(r[1], p) if isinstance(r[0], re.Pattern) else  # noqa
+                                           p.replace(*r), DETOKENIZE, page)
 
 
 def wikitext_pages(raw):
-    """The articles of a raw WikiText file, as the document-level dataset lm-eval uses splits them: a new article
-    starts at each top-level heading line (' = Title = '; section headings are '= = ...'), and a leading part with
-    no text is dropped."""
+    """A raw WikiText file's articles, as lm-eval's document-level dataset: one per top-level heading ' = Title = '."""
     pages, lines = [], []
-    for line in raw.split('\n'):
+    for line in raw.split('\n') + ['= end =']:  # a last heading closes the last article
         heading = line.replace('= = =', '===').replace('= =', '==').strip()
         if heading.startswith('= ') and heading.endswith(' ='):
-            if '\n'.join(lines).strip():
-                pages.append('\n'.join(lines))
-            lines = []
+            pages, lines = pages + ['\n'.join(lines)] if '\n'.join(lines).strip() else pages, []
         lines.append(line)
-    pages.append('\n'.join(lines))
     return pages
 
 
-def read_documents(spec, field, hub):
-    """Documents from a local file (wiki.test.raw: articles; .jsonl: one JSON object per line, its `field`) or a hub
-    dataset's test split."""
-    if os.path.isfile(spec):
+def read_documents(task, spec):
+    """task's documents: a local wiki.test.raw's articles, a .jsonl's text fields, or a hub dataset's test split."""
+    field, _, hub, name = SOURCES[task]
+    if os.path.isfile(spec) and spec.endswith('.jsonl'):
         with open(spec, encoding='utf-8') as f:
-            if spec.endswith('.jsonl'):
-                docs = []
-                for n, line in enumerate(f, 1):
-                    try:
-                        doc = json.loads(line)[field]
-                    except (json.JSONDecodeError, KeyError, TypeError):
-                        doc = None
-                    if not isinstance(doc, str):
-                        raise ValueError(f"{spec}:{n}: needs a JSON object with a string {field!r} field")
-                    docs.append(doc)
-                return docs
-            return wikitext_pages(f.read())
-    if os.path.exists(spec) or spec.startswith(('.', '/')):
+            docs = []
+            for n, line in enumerate(f, 1):
+                try:
+                    docs.append(json.loads(line)[field])
+                except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+                    docs.append(None)
+                if not isinstance(docs[-1], str):
+                    raise ValueError(f"{spec}:{n}: needs a JSON object with a string {field!r} field")
+    elif os.path.isfile(spec):
+        with open(spec, encoding='utf-8') as f:
+            docs = wikitext_pages(f.read())
+    elif os.path.exists(spec) or spec.startswith(('.', '/')):
         raise FileNotFoundError(f"{spec}: no such file")
-    from datasets import load_dataset
-    name = hub[1] if isinstance(hub, tuple) and spec == hub[0] else None
-    try:
-        return [row[field] for row in load_dataset(spec, name, split='test')]
-    except Exception as e:
-        raise FileNotFoundError(f"{spec!r} is not a local file and could not be loaded from the hub "
-                                f"({type(e).__name__}): pass a local path") from None
+    else:
+        from datasets import load_dataset
+        try:
+            docs = [row[field] for row in load_dataset(spec, name if spec == hub else None, split='test')]
+        except Exception as e:
+            raise FileNotFoundError(f"{spec!r} is not a local file and could not be loaded from the hub "
+                                    f"({type(e).__name__}): pass a local path") from None
+    if not docs:
+        raise ValueError(f"{spec} holds no {task} documents: pass a complete file")
+    return docs
 
 
-class Skipped(Exception):
-    """A task this model's tokenizer cannot take (a character vocabulary meeting characters outside it)."""
-
-
-def encode(tok, text):
-    try:
-        return tok.encode(text)
-    except ValueError as e:
-        raise Skipped(f"the {tok.name} tokenizer cannot encode the text: {e}") from None
-
-
-# ----------------------------------------------------------------------------- scoring
 @torch.no_grad()
 def score(model, requests, progress=''):
-    """requests: [(input ids, targets)] with targets the len(targets) tokens after input[-len(targets)]..., i.e.
-    input = (context + targets)[:-1]. Returns [(sum of log p(targets), whether greedy decoding gives them)].
-    Batched by length (longest first, right-padded: a causal model's real positions never see the padding)."""
+    """[(sum log p(targets), whether greedy decoding gives them)] of requests [(input, targets)], input = (context +
+    targets)[:-1]; batched longest first, right-padded: a causal model's real positions never see the padding."""
     from tqdm import tqdm
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i][0]))
-    out = [None] * len(requests)
-    dev = next(model.parameters()).device
+    order, out, dev = sorted(range(len(requests)), key=lambda i: -len(requests[i][0])), [None] * len(requests), \
+        next(model.parameters()).device
     for b in tqdm(range(0, len(order), batch_size), desc=progress, disable=None, leave=False):
         idx = order[b:b + batch_size]
-        T = len(requests[idx[0]][0])
-        x = torch.zeros(len(idx), T, dtype=torch.long)
-        y = torch.zeros(len(idx), T, dtype=torch.long)  # each input position's next token (0 where not scored)
-        for row, i in enumerate(idx):
-            inp, tgt = requests[i]
-            x[row, :len(inp)] = torch.tensor(inp)
-            y[row, len(inp) - len(tgt):len(inp)] = torch.tensor(tgt)
+        x = torch.zeros(len(idx), len(requests[idx[0]][0]), dtype=torch.long)
+        y = torch.zeros_like(x)  # each input position's next token (0 where not scored)
+        for row, (inp, tgt) in enumerate(requests[i] for i in idx):
+            x[row, :len(inp)], y[row, len(inp) - len(tgt):len(inp)] = torch.tensor(inp), torch.tensor(tgt)
         logp, greedy = model.token_logprobs(x.to(dev), y.to(dev))
         for row, i in enumerate(idx):
-            inp, tgt = requests[i]
-            span = slice(len(inp) - len(tgt), len(inp))
+            span = slice(len(requests[i][0]) - len(requests[i][1]), len(requests[i][0]))
             out[i] = (logp[row, span].double().sum().item(), bool(greedy[row, span].all()))
     return out
 
 
 def rolling_windows(tokens, prefix, L):
-    """Disjoint windows scoring every token of a document once, as lm-eval's loglikelihood_rolling: the first window
-    predicts tokens[:L] after the prefix token; each next one predicts up to L further tokens with the L tokens
-    before its last target as input."""
-    n = len(tokens)
-    if n == 0:
-        return []
-    first = min(L, n)
-    windows = [([prefix] + tokens[:first - 1], tokens[:first])]
-    done = first
-    while done < n:
-        k = min(n - done, L)
-        end = done + k
-        windows.append((tokens[end - L - 1:end - 1], tokens[end - k:end]))
-        done = end
-    return windows
+    """Disjoint windows scoring every token of a document once, as lm-eval's loglikelihood_rolling: the first predicts
+    tokens[:L] after the prefix token, each next one up to L further tokens from the L tokens before its last target."""
+    n = len(tokens)  # the windows after the first predict tokens[s:end]
+    return ([([prefix] + tokens[:min(L, n) - 1], tokens[:min(L, n)])] if n else []) + \
+        [(tokens[end - L - 1:end - 1], tokens[s:end]) for s, end in ((s, min(s + L, n)) for s in range(L, n, L))]
 
 
 def eval_wikitext(model, tok, L, pages):
-    requests, owner = [], []
-    for d, page in enumerate(pages):
-        for w in rolling_windows(encode(tok, detokenize(page)), tok.eot, L):
-            requests.append(w)
-            owner.append(d)
-    ll = [s for s, _ in score(model, requests, 'wikitext')]
-    total = sum(ll)
-    words = sum(len(re.split(r'\s+', p)) for p in pages)
-    nbytes = sum(len(p.encode('utf-8')) for p in pages)
+    requests = [w for page in pages for w in rolling_windows(tok.encode(detokenize(page)), tok.eot, L)]
+    total = sum(s for s, _ in score(model, requests, 'wikitext'))
+    words, nbytes = sum(len(re.split(r'\s+', p)) for p in pages), sum(len(p.encode('utf-8')) for p in pages)
     return dict(word_perplexity=math.exp(-total / words), byte_perplexity=math.exp(-total / nbytes),
                 bits_per_byte=-total / nbytes / math.log(2), loglikelihood=total, documents=len(pages), words=words,
                 bytes=nbytes, windows=len(requests), tokens=sum(len(t) for _, t in requests))
@@ -191,113 +135,79 @@ def eval_wikitext(model, tok, L, pages):
 def eval_lambada(model, tok, L, texts):
     requests = []
     for text in texts:
-        context, target = ' '.join(text.split(' ')[:-1]), ' ' + text.split(' ')[-1]
-        spaces = len(context) - len(context.rstrip())  # trailing spaces belong to the target, as lm-eval moves them
-        if spaces:
-            context, target = context[:-spaces], context[-spaces:] + target
-        if context:
-            ctx = encode(tok, context)
-            cont = encode(tok, context + target)[len(ctx):]
-        else:
-            ctx, cont = [tok.eot], encode(tok, target)
-        whole = (ctx + cont)[-(L + 1):]
-        requests.append((whole[:-1], cont))
+        context = text.rsplit(' ', 1)[0] if ' ' in text else ''  # its trailing spaces go to the target, as in lm-eval
+        context, target = context.rstrip(), context[len(context.rstrip()):] + ' ' + text.split(' ')[-1]
+        ctx = tok.encode(context) if context else [tok.eot]
+        cont = tok.encode(context + target)[len(ctx):] if context else tok.encode(target)
+        requests.append(((ctx + cont)[-(L + 1):-1], cont))
     res = score(model, requests, 'lambada')
-    ll = [s for s, _ in res]
-    return dict(accuracy=sum(g for _, g in res) / len(res), perplexity=math.exp(-sum(ll) / len(ll)), documents=len(res))
-
-
-@torch.no_grad()
-def eval_val(model, data_dir, eval_iters, batch_size, T):
-    """train.py's val loss (its eval_iters batches: seed 0, keys (k,)) and its bits per byte."""
-    meta = read_meta(data_dir)
-    data = open_tokens(data_dir, 'val', meta)
-    nbytes_of = np.array([len(b) for b in tokenizer_from_meta(meta).token_bytes()] +
-                         [0] * max(0, model.config.vocab_size - meta['vocab_size']))
-    dev = next(model.parameters()).device
-    total, units, nbytes = 0.0, 0, 0
-    for k in range(eval_iters):
-        xy = torch.from_numpy(sample_batch(data, 0, (k,), batch_size, T)).to(dev)
-        nll = model(xy[:, :-1], xy[:, 1:], reduction='none')[1]  # per token (byte-level: over its bytes)
-        total += nll.double().sum().item()
-        units += model.loss_units(xy[:, 1:])
-        nbytes += int(nbytes_of[xy[:, 1:].cpu().numpy()].sum())
-    return dict(val_loss=total / units, bits_per_byte=total / nbytes / math.log(2),
-                tokens=eval_iters * batch_size * T, bytes=nbytes, data_dir=data_dir, eval_iters=eval_iters,
-                batch_size=batch_size, block_size=T)
+    return dict(accuracy=sum(g for _, g in res) / len(res), perplexity=math.exp(-sum(s for s, _ in res) / len(res)),
+                documents=len(res))
 
 
 def main():
-    global wikitext, lambada, data_dir
-    configure(globals(), rules=dict(
-        init_from=non_empty, tasks=TASKS, eval_iters=positive, batch_size=positive, val_batch_size=positive,
-        block_size=positive, max_length=positive, limit=positive, device=device_rule, dtype=one_of('float32', 'bfloat16'),
-        tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char')))
+    global data_dir
+    from configurator import CONFIG_ERROR, Rule, configure, fail, non_empty, one_of, positive, device as device_rule
+    configure(globals(), rules=dict(init_from=non_empty, tasks=Rule(lambda v: len(v) > 0 and set(v) <= set(TASKS), (
+        "a non-empty list of " + ', '.join(map(repr, TASKS)))), eval_iters=positive, batch_size=positive,
+        val_batch_size=positive, block_size=positive, max_length=positive, limit=positive, device=device_rule,
+        dtype=one_of('float32', 'bfloat16'), tokenizer=one_of(*TOKENIZERS)))
     if check_only:
         return None
-    t0 = time.time()
+    t0, splits, docs = time.time(), [t for t in tasks if t in ('val', 'test')], {}
     try:
         model, source = load_model(init_from, dtype=torch.float32)
-        ckpt_config = (source['checkpoint'] or {}).get('config') or {}
-        data_dir = data_dir or (ckpt_config.get('data_dir') if 'val' in tasks else None)
-        if 'val' in tasks and not data_dir:
-            fail("the val task needs --data_dir (a prepared dataset): only a train.py checkpoint names its own",
-                 CONFIG_ERROR)
-        T = block_size or ckpt_config.get('block_size') or model.config.block_size
-        val_shape = (eval_iters or ckpt_config.get('eval_iters') or 20,
-                     val_batch_size or ckpt_config.get('batch_size') or 8, T)
-        L = max_length or ckpt_config.get('block_size') or model.config.block_size
-        if 'val' in tasks and len(open_tokens(data_dir, 'val', read_meta(data_dir))) <= val_shape[2]:
-            fail(f"{data_dir}/val.bin has fewer than block_size+1={val_shape[2] + 1} tokens")
+        run = (source['checkpoint'] or {}).get('config') or {}  # a train.py checkpoint's settings
+        T = block_size or run.get('block_size') or model.config.block_size
+        L = max_length or run.get('block_size') or model.config.block_size
+        data_dir = data_dir or (run.get('data_dir') if splits else None)
         if max(T, L) > model.config.block_size:
             fail(f"block_size/max_length {max(T, L)} exceeds the model's context of {model.config.block_size}",
                  CONFIG_ERROR)
-        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path) \
-            if {'wikitext', 'lambada'} & set(tasks) else None
+        if splits and not data_dir:
+            fail("the val and test tasks need --data_dir: only a train.py checkpoint names its dataset", CONFIG_ERROR)
+        for task in (t for t in ('wikitext', 'lambada') if t in tasks):
+            local = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared', 'data', SOURCES[task][1])
+            globals()[task] = globals()[task] or (local if os.path.isfile(local) else SOURCES[task][2])
+            docs[task] = read_documents(task, globals()[task])[:limit]
+        meta = read_meta(data_dir) if splits else None
+        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path) if docs else None
+        for other, what in ((meta, f'the dataset {data_dir}'), (tok, f"the {getattr(tok, 'name', '')} tokenizer")):
+            for m in filter(None, [model, tokenizer_record(source)] if other else []):  # its vocabulary, its record
+                check_tokenizers(m, other, f'the model {init_from}', what)
+        data = {s: open_tokens(data_dir, s, meta) for s in splits}
+        if any(len(data[s]) <= T for s in splits):
+            raise ValueError(f"{data_dir}: a split has fewer than block_size+1={T + 1} tokens")
+        nbytes_of = meta and torch.tensor(list(map(len, tokenizer_from_meta(meta).token_bytes())), dtype=torch.float64)
+        vbs, iters = val_batch_size or run.get('batch_size') or 8, eval_iters or run.get('eval_iters') or 20
         if tok is not None and model.config.byte_pool:
             from byte_pool import check_byte_table
             check_byte_table(model, tok)
-        if tok is not None and tok.vocab_size > model.config.vocab_size:
-            fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
-                 f"pass the model's --tokenizer", CONFIG_ERROR)
-        docs = {}
-        if 'wikitext' in tasks:
-            local = os.path.join(SHARED, 'wikitext', 'wikitext-2-raw', 'wiki.test.raw')
-            wikitext = wikitext or (local if os.path.isfile(local) else WIKITEXT_HUB[0])
-            docs['wikitext'] = read_documents(wikitext, 'page', WIKITEXT_HUB)[:limit]
-        if 'lambada' in tasks:
-            local = os.path.join(SHARED, 'lambada', 'lambada_test.jsonl')
-            lambada = lambada or (local if os.path.isfile(local) else LAMBADA_HUB)
-            docs['lambada'] = read_documents(lambada, 'text', LAMBADA_HUB)[:limit]
-    except (ValueError, FileNotFoundError) as e:
-        fail(e)
-    del source
-    model.eval().to(device=device, dtype=getattr(torch, dtype))
-    results = dict(model=init_from, max_length=L, dtype=dtype, device=device,
-                   tokenizer=None if tok is None else tok.name)
-    for task in tasks:
-        try:
-            if task == 'wikitext':
-                results['wikitext'] = dict(eval_wikitext(model, tok, L, docs['wikitext']), source=wikitext)
-            elif task == 'lambada':
-                results['lambada'] = dict(eval_lambada(model, tok, L, docs['lambada']), source=lambada)
+        model.eval().to(device=device, dtype=DTYPES[dtype])
+        results = dict(model=init_from, max_length=L, dtype=dtype, device=device, tokenizer=tok and tok.name)
+        for task in tasks:
+            if task in docs:
+                try:
+                    results[task] = dict((eval_wikitext if task == 'wikitext' else eval_lambada)(
+                        model, tok, L, docs[task]), source=globals()[task])
+                except ValueError as e:  # a character vocabulary meeting characters outside it
+                    results[task] = dict(skipped=f"the {tok.name} tokenizer cannot encode the text: {e}")
             else:
-                results['val'] = eval_val(model, data_dir, *val_shape)
-        except Skipped as e:
-            results[task] = dict(skipped=str(e))
-    results['seconds'] = time.time() - t0
-    for task in tasks:
-        r = results[task]
-        print(f"{task:>9s}: " + ('skipped: ' + r['skipped'] if 'skipped' in r else
-                                  ', '.join(f"{k} {v:.6g}" for k, v in r.items() if isinstance(v, float))))
-    if out_json:
-        try:
-            with open(out_json + '.tmp', 'w') as f:
-                json.dump(results, f, indent=1)
-            os.replace(out_json + '.tmp', out_json)
-        except OSError as e:
-            fail(f"cannot write {out_json} ({e.strerror or e})")
-        print(f"wrote {out_json}")
+                xys = [torch.from_numpy(a) for a in ((sample_batch(data[task], 0, (k,), vbs, T) for k in range(iters))
+                                                     if task == 'val' else windows(data[task], T, vbs))]  # val:
+                loss, bpb, tokens = estimate_loss(  # train.py's batches (seed 0, keys (k,)); test: all of it, once
+                    model, ((xy[:, :-1].to(device), xy[:, 1:].to(device)) for xy in xys), nbytes_of)
+                results[task] = {f'{task}_loss': loss, 'bits_per_byte': bpb, 'tokens': tokens, 'bytes': int(sum(
+                    nbytes_of[xy[:, 1:]].sum() for xy in xys)), 'data_dir': data_dir, 'block_size': T,
+                    'batch_size': vbs, **({'eval_iters': iters} if task == 'val' else {})}
+            r = results[task]
+            print(f"{task:>9s}: " + ('skipped: ' + r['skipped'] if 'skipped' in r else
+                                      ', '.join(f"{k} {v:.6g}" for k, v in r.items() if isinstance(v, float))))
+        if out_json:
+            files.write_json(out_json, dict(results, seconds=time.time() - t0))
+            print(f"wrote {out_json}")
+    except (ValueError, OSError) as e:
+        fail(e)
     return results
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from byte_pool import PAD, ByteDecoder, ByteEncoder, decoder_targets, flops_per_token as byte_flops, wide
 
-DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16, 'float64': torch.float64}
+DTYPES = {'float32': torch.float32, 'float64': torch.float64, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
 @dataclass

@@ -1,10 +1,7 @@
 """
-The offline default corpus: documentation that ships inside every CPython install, so the quickstart
-needs no download. ~1.9 M characters on CPython 3.11:
-  - pydoc_data.topics: the language reference topics `help()` shows (~0.46 M chars)
-  - the docstrings of the standard library's modules, classes and functions (read with ast, nothing imported)
-Each topic and each docstring is one document. Character-level by default (a small vocabulary trains fast
-on CPU); --tokenizer=gpt2 or gpt-neox-20b for BPE.
+The offline default corpus, in every CPython install (~1.9 M characters on 3.11): the language reference topics help()
+shows (pydoc_data.topics) and the standard library's docstrings (read with ast, nothing imported), a document each.
+Character-level by default: a small vocabulary trains fast on a CPU.
   python data/pydoc/prepare.py            # -> data/pydoc/{train,val}.bin, meta.json
 """
 import ast
@@ -14,33 +11,29 @@ import sysconfig
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from data.prepare import char_alphabet, write_dataset  # noqa: E402
-from data.tokenizer import get_tokenizer  # noqa: E402
+from data.tokenizer import TOKENIZERS, get_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
-out_dir = os.path.dirname(os.path.abspath(__file__))
+out_dir = os.path.dirname(os.path.abspath(__file__))  # where the dataset is written
+overwrite = False         # True: replace the dataset already in out_dir
 tokenizer = 'char'        # 'char' | 'gpt2' | 'gpt-neox-20b'
-tokenizer_path = None
+tokenizer_path = None     # a local tokenizer.json for gpt-neox-20b
 val_fraction = 0.05       # every 20th document is validation
-docstrings = True         # add the stdlib docstrings to the pydoc topics
-min_doc_chars = 80        # skip one-line docstrings
-num_proc = 1              # the corpus is small: a worker pool costs more than it saves
+docstrings = True         # add the standard library's docstrings to the pydoc topics
+min_doc_chars = 80        # skip shorter docstrings
 # -----------------------------------------------------------------------------
-from configurator import configure, fail, between, one_of, positive, non_negative  # noqa: E402
-configure(globals(), rules=dict(tokenizer=one_of('char', 'gpt2', 'gpt-neox-20b'),
-                                val_fraction=between(0, 1, lo_open=True, hi_open=True),
-                                min_doc_chars=non_negative, num_proc=positive))
+from configurator import between, configure, fail, non_negative, one_of  # noqa: E402
+configure(globals(), rules=dict(tokenizer=one_of(*TOKENIZERS), val_fraction=between(0, 1, lo_open=True, hi_open=True),
+                                min_doc_chars=non_negative))
 
 
 def stdlib_docstrings():
-    root = sysconfig.get_paths()['stdlib']
     skip = {'test', 'tests', 'idlelib', 'site-packages', 'dist-packages', '__pycache__', 'lib2to3', 'turtledemo'}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip)  # sorted: the same corpus on every run
-        for fn in sorted(filenames):
-            if not fn.endswith('.py'):
-                continue
+    for root, dirs, names in os.walk(sysconfig.get_paths()['stdlib']):
+        dirs[:] = sorted(d for d in dirs if d not in skip)  # sorted: the same corpus on every run
+        for name in sorted(n for n in names if n.endswith('.py')):
             try:
-                with open(os.path.join(dirpath, fn), encoding='utf-8') as f:
+                with open(os.path.join(root, name), encoding='utf-8') as f:
                     tree = ast.parse(f.read())
             except (SyntaxError, UnicodeDecodeError, ValueError):
                 continue
@@ -52,13 +45,10 @@ def stdlib_docstrings():
 
 
 from pydoc_data.topics import topics  # noqa: E402
-docs = [topics[k] for k in sorted(topics)]
-if docstrings:
-    docs += list(stdlib_docstrings())
-chars = char_alphabet(docs) if tokenizer == 'char' else None
+docs = [topics[k] for k in sorted(topics)] + (list(stdlib_docstrings()) if docstrings else [])
 try:
-    tok = get_tokenizer(tokenizer, path=tokenizer_path, chars=chars)
-    write_dataset(out_dir, docs, tok, source=f'pydoc_data.topics{" + stdlib docstrings" if docstrings else ""} '
-                  f'(Python {sys.version.split()[0]})', val_fraction=val_fraction, num_proc=num_proc)
+    write_dataset(out_dir, docs, get_tokenizer(tokenizer, tokenizer_path, char_alphabet(docs)), num_proc=1,
+                  source=f"pydoc_data.topics{' + stdlib docstrings' if docstrings else ''} (Python "
+                  f"{sys.version.split()[0]})", val_fraction=val_fraction, overwrite=overwrite)
 except (OSError, ValueError) as e:
     fail(e)

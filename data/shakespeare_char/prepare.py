@@ -1,6 +1,6 @@
 """
-Tiny Shakespeare (1.1 M characters), character-level as in char-rnn / nanoGPT: the first 90% of the text
-is train, the rest val (cut at a line break), each ending with the end-of-text id.
+Tiny Shakespeare (1.1 M characters), character-level as in char-rnn and nanoGPT: the first 90% of the text is train,
+the rest val (cut at a line break), each ending with the end-of-text id.
   python data/shakespeare_char/prepare.py                          # downloads input.txt
   python data/shakespeare_char/prepare.py --input=../shared/data/tinyshakespeare/input.txt
 """
@@ -9,21 +9,20 @@ import sys
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from data.prepare import char_alphabet, split_text, write_dataset  # noqa: E402
-from data.tokenizer import get_tokenizer  # noqa: E402
+from data.prepare import char_alphabet, write_dataset  # noqa: E402
+from data.tokenizer import TOKENIZERS, get_tokenizer  # noqa: E402
 
 # -----------------------------------------------------------------------------
-input = None              # a local copy of input.txt; None downloads it
+input = None              # a local copy of input.txt; None: downloaded from url
 url = 'https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt'
-out_dir = os.path.dirname(os.path.abspath(__file__))
+out_dir = os.path.dirname(os.path.abspath(__file__))  # where the dataset is written
+overwrite = False         # True: replace the dataset already in out_dir
 tokenizer = 'char'        # 'char' | 'gpt2' | 'gpt-neox-20b'
-tokenizer_path = None
-val_fraction = 0.1
+tokenizer_path = None     # a local tokenizer.json for gpt-neox-20b
+val_fraction = 0.1        # the last tenth is validation
 # -----------------------------------------------------------------------------
-from configurator import configure, fail, between, one_of  # noqa: E402
-configure(globals(), rules=dict(tokenizer=one_of('char', 'gpt2', 'gpt-neox-20b'),
-                                val_fraction=between(0, 1, lo_open=True, hi_open=True)))
-
+from configurator import between, configure, fail, one_of  # noqa: E402
+configure(globals(), rules=dict(tokenizer=one_of(*TOKENIZERS), val_fraction=between(0, 1, lo_open=True, hi_open=True)))
 try:
     if input is None:
         print(f"downloading {url}")
@@ -32,8 +31,8 @@ try:
     else:
         with open(input, encoding='utf-8') as f:
             text = f.read()
-    train_text, val_text = split_text(text, val_fraction)
-    tok = get_tokenizer(tokenizer, path=tokenizer_path, chars=char_alphabet([text]) if tokenizer == 'char' else None)
-    write_dataset(out_dir, [train_text], tok, source=input or url, val_docs=[val_text], num_proc=1)
+    cut = text.find('\n', int(len(text) * (1 - val_fraction))) + 1 or len(text) - 1  # at a line break, or the end
+    write_dataset(out_dir, [text[:cut]], get_tokenizer(tokenizer, tokenizer_path, char_alphabet([text])), num_proc=1,
+                  source=input or url, val_docs=[text[cut:]], overwrite=overwrite)
 except (OSError, ValueError) as e:
     fail(e)
