@@ -113,7 +113,7 @@ def configure(g, rules=None, argv=None):
               (text.split(rule)[1].strip() if text.count(rule) >= 2 else ''))
         sys.exit(0)
     defaults = {k: v for k, v in g.items()
-                if not k.startswith('_') and isinstance(v, TYPES) and not isinstance(v, (type, Rule))}
+                if not k.startswith('_') and not k.isupper() and isinstance(v, TYPES) and not isinstance(v, (type, Rule))}
     try:
         config = parse(defaults, argv, rules or {})
     except ValueError as e:

@@ -326,12 +326,13 @@ def main():
     from data.tokenizer import model_tokenizer
     from hf_io import check_replaceable, load_model, save_pretrained
     from model import DTYPES
+    from data.tokenizer import TOKENIZERS
     configure(globals(), rules=dict(
         init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True),
         scope=one_of('global', 'layer', 'row'), score=one_of(*SCORES),
         data_dir=non_empty, batch_size=positive, block_size=positive, eval_iters=positive, calib_batches=positive,
         device=device_rule, seed=non_negative, save_dtype=one_of(*DTYPES),
-        tokenizer=one_of('gpt2', 'gpt-neox-20b', 'char')))
+        tokenizer=one_of(*TOKENIZERS)))
     t0, calibrated, val, calib = time.time(), score in CALIBRATED, None, None
     try:
         if init_from is None or out_dir is None:

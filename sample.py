@@ -24,12 +24,13 @@ tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead
 # -----------------------------------------------------------------------------
 import configurator as cf  # modules, not settings: configure() takes the names of config types only
 import model as gpt
+from data.tokenizer import TOKENIZERS  # noqa: E402
 cf.configure(globals(), rules=dict(
     init_from=cf.non_empty, num_samples=cf.positive, max_new_tokens=cf.non_negative, temperature=cf.non_negative,
     top_k=cf.nullable(cf.positive), top_p=cf.between(0, 1, lo_open=True), seed=cf.non_negative, device=cf.device,
-    dtype=cf.one_of(*gpt.DTYPES), tokenizer=cf.one_of('gpt2', 'gpt-neox-20b', 'pythia', 'char')))
+    dtype=cf.one_of(*gpt.DTYPES), tokenizer=cf.one_of(*TOKENIZERS)))
 from byte_pool import check_byte_table, to_text
-from data.tokenizer import model_tokenizer
+from data.tokenizer import model_tokenizer  # noqa: E402
 from hf_io import load_model
 
 try:

@@ -289,7 +289,7 @@ if grow is not None and checkpoint is None:
     small_val_loss = evaluate(model.to(device))[0]
     small, idx = model.config, get_batch('val', None, 0)[0][:4, :256].cpu()
     try:
-        model, growth = expand(model.cpu(), idx, seed=seed, **grow)
+        model, growth = expand(model.cpu(), idx, **{'seed': seed, **grow})
     except ValueError as e:
         fail(e)
     growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss, **({'parent': record} if record else {}))

@@ -16,6 +16,7 @@ from conftest import REPO
 from configurator import check
 from expand import RULES, expand_model, grow, layer_map, max_logit_diff
 from model import GPT, GPTConfig
+from hf_io import from_pretrained
 
 V = 97
 
@@ -256,7 +257,7 @@ def test_script_checkpoint_to_transformers(tmp_path, monkeypatch):
     assert (hf['hidden_size'], hf['num_attention_heads'], hf['num_hidden_layers']) == (48, 6, 4)
     with torch.no_grad():
         ref = src(batch())[0]
-        ours = GPT.from_pretrained(str(tmp_path / 'grown'))(batch())[0]
+        ours = from_pretrained(str(tmp_path / 'grown'))(batch())[0]
         theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'grown')).eval()(batch()).logits
     assert (ours - ref).abs().max() <= 1e-4 and (theirs - ref).abs().max() <= 1e-4
     meta2 = json.loads((tmp_path / 'grown2' / 'config.json').read_text())['growing_sparse']

@@ -15,6 +15,7 @@ import prune  # noqa: E402
 from prune import (Pruner, balanced_scores, check_pattern, compute_masks, cubic_sparsity,  # noqa: E402
                    geometric_sparsity, n_pruned, nm_mask)
 from model import GPT, GPTConfig  # noqa: E402
+from hf_io import from_pretrained  # noqa: E402
 from conftest import SHARED_DATA  # noqa: E402
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
@@ -518,7 +519,7 @@ def test_cli_sparsegpt_2_4_from_a_pruning_checkpoint(trained, data_dir, tmp_path
             '--score=sparsegpt', f'--data_dir={data_dir}', '--batch_size=2', '--calib_batches=2', '--eval_iters=2',
             '--block_size=32', '--device=cpu')
     assert 'val loss' in r.stdout and 'perplexity' in r.stdout and 'transformer.h.1.mlp.c_fc.weight' in r.stdout
-    model = GPT.from_pretrained(out)
+    model = from_pretrained(out)
     ckpt = torch.load(os.path.join(trained, 'ckpt.pt'), map_location='cpu', weights_only=True)
     for n, w in model.linear_weights().items():
         assert ((w != 0).view(-1, 4).sum(1) <= 2).all() and bool((w[~ckpt['pruner']['masks'][n]] == 0).all()), n
