@@ -1,5 +1,8 @@
-"""experiment.py: the crossover N and tokens-to-target on curves with known answers, and the runner end to end on
-tiny models (a small model pretrained, grown, arms run; finished arms skipped, a killed experiment continued)."""
+"""experiment.py: the crossover N and tokens-to-target on curves with known answers; the sweep's choice, the seeds'
+mean and spread and the test-split score from synthetic run folders; the runner end to end on tiny models (a sweep,
+seeds at the best point, a killed experiment continued, finished runs never rerun, changed commands refused); every
+shipped experiment config resolving to the settings it promises."""
+import ast
 import json
 import os
 import signal
@@ -8,162 +11,200 @@ import sys
 import time
 
 import pytest
-import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from experiment import crossover, tokens_to_reach  # noqa: E402
+from conftest import REPO
+import experiment as E
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 
 
 # ------------------------------------------------------------------ curves
-def test_no_crossing():
-    recipe1 = [(0, 11.0), (100, 7.0), (200, 6.0), (300, 5.5)]
-    recipe2 = [(0, 5.0), (100, 4.8), (200, 4.7), (300, 4.6)]
-    assert crossover(recipe1, recipe2) is None
-    assert tokens_to_reach(recipe2, 5.5) == 0  # starts below Recipe 1's final loss
-    assert tokens_to_reach(recipe1, 4.0) is None
+def test_crossover_and_tokens_to_reach():
+    """No crossing; a crossing exactly at an eval point; one between points of two different grids (linear
+    interpolation on the union of the grids is exact); none after the shorter curve ends."""
+    r1, r2 = [(0, 11.0), (100, 7.0), (200, 6.0), (300, 5.5)], [(0, 5.0), (100, 4.8), (200, 4.7), (300, 4.6)]
+    assert E.crossover(r1, r2) is None and E.tokens_to_reach(r2, 5.5) == 0 and E.tokens_to_reach(r1, 4.0) is None
+    assert E.crossover([(0, 10.0), (100, 6.0), (200, 5.0)], [(0, 5.5), (100, 5.2), (200, 5.0)]) == 200.0
+    line = [(t, 10.0 - t / 10) for t in range(0, 101, 10)]  # 10 - t/10 meets 5 at 50, on neither grid
+    assert E.crossover(line, [(t, 5.0) for t in range(0, 99, 7)]) == pytest.approx(50.0, abs=1e-9)
+    assert E.crossover(line, [(0, 6.0), (80, 2.0)]) == pytest.approx(80.0, abs=1e-9)
+    assert E.tokens_to_reach(line, 4.5) == pytest.approx(55.0, abs=1e-9)
+    assert E.crossover(line[:5], [(0, 4.2), (35, 4.0), (91, 4.0)]) is None
 
 
-def test_crossing_exactly_at_an_eval_point():
-    recipe1 = [(0, 10.0), (100, 6.0), (200, 5.0), (300, 4.0)]
-    recipe2 = [(0, 5.5), (100, 5.2), (200, 5.0), (300, 4.9)]
-    assert crossover(recipe1, recipe2) == 200.0
-    assert tokens_to_reach(recipe1, 5.0) == 200.0
-    assert tokens_to_reach(recipe1, 4.0) == 300.0
+def test_best_point_ties_and_grid_edge():
+    """The lowest final loss wins, a tie goes to the earlier point in grid order, and a best learning rate at
+    the grid's lowest or highest value is flagged (the optimum may lie outside)."""
+    grid = dict(learning_rate=[1e-3, 2e-3, 4e-3], score=['magnitude', 'balanced'])
+    p = lambda lr, s: (('learning_rate', lr), ('score', s))  # noqa: E731
+    finals = {p(1e-3, 'magnitude'): 5.0, p(2e-3, 'magnitude'): 4.5, p(2e-3, 'balanced'): 4.5, p(4e-3, 'balanced'): 4.7}
+    assert E.best_point(finals, grid) == (p(2e-3, 'magnitude'), False)
+    finals[p(4e-3, 'magnitude')] = 4.4
+    assert E.best_point(finals, grid) == (p(4e-3, 'magnitude'), True)
+    assert E.best_point({p(1e-3, 'balanced'): 3.0, **finals}, grid) == (p(1e-3, 'balanced'), True)
+    assert E.best_point({(('score', 'a'),): 1.0}, {'score': ['a']}) == ((('score', 'a'),), False)
 
 
-def test_crossing_between_points_on_different_grids():
-    """Recipe 1 falls linearly from 10 at 0 to 0 at 100 (evaluated every 10), Recipe 2 is flat at 5 (evaluated at
-    0, 7, 14, ...): they meet at exactly 50, which lies on neither grid's points of the other."""
-    recipe1 = [(t, 10.0 - t / 10) for t in range(0, 101, 10)]
-    recipe2 = [(t, 5.0) for t in range(0, 99, 7)]
-    assert crossover(recipe1, recipe2) == pytest.approx(50.0, abs=1e-9)
-    # a kinked Recipe 2 on a coarse grid: 6 at 0, 2 at 80; Recipe 1 = 10 - t/10; 10 - t/10 = 6 - t/20 at t = 80
-    assert crossover(recipe1, [(0, 6.0), (80, 2.0)]) == pytest.approx(80.0, abs=1e-9)
-    # Recipe 2 flat at 4 from 35 on, evaluated at 35 and 91 only: 10 - t/10 = 4 at t = 60
-    recipe2 = [(0, 4.2), (35, 4.0), (91, 4.0)]
-    assert crossover(recipe1, recipe2) == pytest.approx(60.0, abs=1e-9)
-    assert tokens_to_reach(recipe1, 4.5) == pytest.approx(55.0, abs=1e-9)
-    # only the tokens both curves cover count: a crossing after the shorter curve ends is not reached
-    assert crossover(recipe1[:5], recipe2) is None
+def fake_run(exp_dir, name, curve, test_loss, linear=100, avg=100.0, fpt=1000):
+    d = os.path.join(exp_dir, name)
+    os.makedirs(d)
+    json.dump(dict(config=dict(max_iters=len(curve) - 1), flops_per_token=fpt, params=dict(linear=linear)),
+              open(os.path.join(d, 'train_config.json'), 'w'))
+    with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
+        for i, (t, loss) in enumerate(curve):
+            r = dict(iter=i, tokens=t, val_loss=loss, avg_linear_params=avg)
+            f.write(json.dumps(r | ({'test_loss': test_loss} if i == len(curve) - 1 else {})) + '\n')
+
+
+def test_summary_chooses_on_val_reports_test_and_seed_spread(tmp_path, monkeypatch):
+    """From run folders alone: each arm's best learning rate by final val loss (not by test loss), the chosen point's
+    test loss, mean and sample standard deviation over seeds, per-seed speed-ups against Recipe 1 at the same seed
+    (tokens, with the small model's pretraining, FLOPs dense and non-zero), N for the arm from the small model only,
+    and the seed bands drawn."""
+    exp = str(tmp_path / 'exp')
+    monkeypatch.setattr(E, 'exp_dir', exp)
+    monkeypatch.setattr(E, 'seeds', [1, 2])
+    monkeypatch.setattr(E, 'small_pretrain', ['--max_iters=1'])
+    monkeypatch.setattr(E, 'arms', dict(recipe1=dict(args=[], learning_rate=[1e-3, 2e-3]),
+                                        recipe2=dict(args=['--init_from={small}'], learning_rate=[1e-3, 2e-3])))
+    fake_run(exp, 'recipe1/lr0.001_s1', [(0, 10.0), (100, 6.0), (200, 4.0)], 9.0)   # best val, worse test: chosen
+    fake_run(exp, 'recipe1/lr0.002_s1', [(0, 10.0), (100, 6.0), (200, 4.1)], 1.0)
+    fake_run(exp, 'recipe1/lr0.001_s2', [(0, 10.0), (100, 6.0), (200, 4.2)], 8.0)
+    fake_run(exp, 'recipe2/lr0.001_s1', [(0, 5.0), (100, 4.5), (200, 4.4)], 5.0)
+    fake_run(exp, 'recipe2/lr0.002_s1', [(0, 5.0), (100, 4.0), (200, 3.0)], 3.0, linear=100, avg=50.0)
+    fake_run(exp, 'recipe2/lr0.002_s2', [(0, 5.0), (100, 4.2), (200, 3.2)], 4.0, linear=100, avg=50.0)
+    for s in (1, 2):
+        fake_run(exp, f'small/s{s}', [(0, 9.0), (50, 5.0)], 5.0)
+    drawn = []
+    import matplotlib.axes
+    monkeypatch.setattr(matplotlib.axes.Axes, 'fill_between', lambda self, *a, **k: drawn.append(a))
+    s = E.summarize(['recipe1', 'recipe2'])
+    r1, r2 = s['arms']['recipe1'], s['arms']['recipe2']
+    assert r1['point'] == {'learning_rate': 1e-3} and r2['point'] == {'learning_rate': 2e-3}
+    assert (r1['test_loss'], r1['test_loss_std']) == (pytest.approx(8.5), pytest.approx(0.5 ** 0.5))
+    assert r2['final_val_loss'] == pytest.approx(3.1) and r2['final_val_loss_std'] == pytest.approx(0.02 ** 0.5)
+    # each seed reaches its Recipe 1's final loss (4.0, 4.2) at 100 tokens: 2x, and 200 / (100 + 50) with the small
+    # model's 50 pretraining tokens
+    assert (r2['speedup_tokens'], r2['speedup_tokens_std']) == (pytest.approx(2.0), pytest.approx(0.0))
+    assert r2['speedup_with_pretraining'] == pytest.approx(200 / 150)
+    assert r2['speedup_flops_nonzero'] > r2['speedup_flops']  # half its linear weights were zero on average
+    assert r1['N'] is None and r2['N'] is None and s['N_text'] == 'N not reached within 200'
+    E.plot(s)
+    assert len(drawn) == 2 and os.path.exists(os.path.join(exp, 'hypothesis.png'))
+    assert os.path.exists(os.path.join(exp, 'lr.png'))
 
 
 # ------------------------------------------------------------------ the runner
 TINY = ['--device=cpu', '--dtype=float32', '--block_size=32', '--batch_size=4', '--eval_iters=2', '--log_interval=5',
-        '--warmup_iters=2', '--learning_rate=1e-2', '--min_lr=1e-3']
+        '--warmup_iters=2']
 
 
-def write_config(tmp_path, data_dir, exp_dir, arm_iters=60):
-    shape = ['--n_layer=2', '--n_head=2']
-    sparse = ['--final_sparsity=0.75', '--prune_start=4', '--prune_end=20', '--prune_every=4',
-              '--prune_schedule=geometric']
-    cfg = dict(exp_dir=exp_dir,
-               small_pretrain=shape + ['--n_embd=32', '--max_iters=20', '--seed=7'],
-               common=TINY + [f'--data_dir={data_dir}', f'--max_iters={arm_iters}', '--eval_interval=10',
-                              '--checkpoint_interval=10'],
-               arms=dict(recipe1=shape + ['--n_embd=64'] + sparse,
-                         recipe2=['--init_from={small}', '--grow_n_embd=64'] + sparse,
-                         small_continued=['--init_from={small}']))
+def write_config(tmp_path, data_dir, exp_dir, arm_iters=30, extra=''):
+    sparse = ['--final_sparsity=0.75', '--prune_start=4', '--prune_end=20', '--prune_every=4']
+    cfg = dict(exp_dir=exp_dir, seeds=[1, 2], parallel=2,
+               small_pretrain=['--n_layer=2', '--n_head=2', '--n_embd=32', '--max_iters=10'],
+               common=TINY + [f'--data_dir={data_dir}', f'--max_iters={arm_iters}', '--eval_interval=10'],
+               arms=dict(recipe1=dict(args=['--n_layer=2', '--n_head=4', '--n_embd=64'] + sparse, learning_rate=[3e-3, 1e-2]),
+                         recipe2=dict(args=['--init_from={small}', "--grow={'n_embd': 64}"] + sparse,
+                                      learning_rate=[1e-3, 3e-3, 1e-2])))
     path = tmp_path / f'{os.path.basename(exp_dir)}.py'
-    path.write_text(''.join(f'{k} = {v!r}\n' for k, v in cfg.items()))
+    path.write_text(''.join(f'{k} = {v!r}\n' for k, v in cfg.items()) + extra)
     return str(path)
 
 
-def experiment(*args, **kw):
+def experiment(*args):
     return subprocess.Popen([sys.executable, 'experiment.py', *args], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True)
 
 
-def val_curve(exp_dir, arm):
-    with open(os.path.join(exp_dir, arm, 'metrics.jsonl')) as f:
-        return [(r['iter'], r['val_loss']) for r in map(json.loads, f) if 'val_loss' in r]
-
-
-def test_runner_skips_finished_arms_and_continues_a_killed_one(data_dir, tmp_path):
-    """An uninterrupted experiment is the reference. A second one is SIGKILLed while its second arm trains (its
-    train.py dies with it); rerunning the command skips what finished, resumes that arm from its checkpoint, runs
-    the rest, and every curve equals the reference's exactly. A third run runs nothing; a changed command is refused."""
+def test_runner_sweeps_seeds_continues_and_owns_its_folders(data_dir, tmp_path):
+    """A sweep (Recipe 1 at 2 rates, Recipe 2 at 3) at seed 1 after the small model's pretraining, then each arm's
+    best point at seed 2 (with a small model pretrained at seed 2) unless its best rate is at the grid's edge. Killed
+    mid-run, the same command continues: finished runs are not run again, the killed one resumes, and the result
+    equals an uninterrupted experiment's. A finished run whose ckpt.pt is gone is not retrained; a changed command
+    or an edited config file is refused, naming what differs."""
     ref = str(tmp_path / 'ref')
     p = experiment(write_config(tmp_path, data_dir, ref))
-    out, err = p.communicate(timeout=600)
+    out, err = p.communicate(timeout=900)
     assert p.returncode == 0, err[-3000:]
-    summary = json.load(open(os.path.join(ref, 'summary.json')))
-    assert set(summary['arms']) == {'recipe1', 'recipe2', 'small_continued'}
-    # the grown model starts at the small model's loss: both run in float32, so equal to float32 rounding (the val
-    # loss sums per-token losses in float64, which shows the grown model's last-bit differences)
-    assert summary['y'] == pytest.approx(summary['small']['val_loss'], rel=1e-6)
-    assert summary['arms']['recipe2']['final_nonzero_linear'] == summary['arms']['recipe1']['final_nonzero_linear']
-    assert summary['arms']['recipe2']['growth']['max_abs_dlogits'] <= 1e-9
-    assert summary['arms']['recipe2']['sunk_flops'] == summary['small']['pretrain']['flops'] > 0
-    assert summary['arms']['recipe1']['sunk_flops'] is None
-    assert os.path.exists(os.path.join(ref, 'hypothesis.png')) and os.path.exists(os.path.join(ref, 'summary.md'))
+    s = json.load(open(os.path.join(ref, 'summary.json')))
+    ran = sorted(os.path.relpath(os.path.join(d), ref) for d, _, f in os.walk(ref) if 'metrics.jsonl' in f)
+    edge = {a: s['arms'][a]['at_grid_edge'] for a in ('recipe1', 'recipe2')}
+    assert edge['recipe1']  # two rates: the best is always at an edge, so no seeds for Recipe 1
+    assert len([r for r in ran if r.startswith('recipe1/')]) == 2 and 'small/s1' in ran
+    assert ('small/s2' in ran) == (not edge['recipe2']) and len(s['sweep']) == 5
+    assert s['arms']['recipe2']['runs']['1']['sunk_tokens'] > 0 and s['arms']['recipe1']['runs']['1']['test_loss'] is None
 
     exp = str(tmp_path / 'exp')
     cfg = write_config(tmp_path, data_dir, exp)
     p = experiment(cfg)
-    ckpt = os.path.join(exp, 'recipe2', 'ckpt.pt')
-    deadline = time.time() + 300
-    while not os.path.exists(ckpt) and p.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
+    target = os.path.join(exp, 'recipe1', 'lr0.01_s1', 'ckpt.pt')
+    deadline = time.time() + 600
+    while not os.path.exists(target) and p.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
     p.send_signal(signal.SIGKILL)
     p.communicate()
-    it = torch.load(ckpt, map_location='cpu', weights_only=True)['iter_num']
-    assert 0 < it < 60, it  # killed mid-arm
-    mtime = os.path.getmtime(os.path.join(exp, 'recipe1', 'ckpt.pt'))
-    time.sleep(1)  # the trainer dies with the runner: ckpt.pt no longer changes
-    assert torch.load(ckpt, map_location='cpu', weights_only=True)['iter_num'] == it
-
+    time.sleep(1)  # its train.py runs die with it (PR_SET_PDEATHSIG)
     p = experiment(cfg)
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0, err[-3000:]
-    assert '[small] finished earlier: not run again' in out and '[recipe1] finished earlier: not run again' in out
-    assert f'[recipe2] resuming from iteration {it}' in out
-    assert '[small_continued] starting' in out
-    assert os.path.getmtime(os.path.join(exp, 'recipe1', 'ckpt.pt')) == mtime
-    for arm in ('small', 'recipe1', 'recipe2', 'small_continued'):
-        assert val_curve(exp, arm) == val_curve(ref, arm), arm
-
-    p = experiment(cfg)
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 0 and out.count('finished earlier: not run again') == 4, out
-    p = experiment(write_config(tmp_path, data_dir, exp, arm_iters=80))
-    out, err = p.communicate(timeout=600)
-    assert p.returncode == 1 and 'already ran with other arguments' in err and err.count('\n') == 1, err
-
-
-def test_the_70m_experiment_configs_run_offline(data_dir, tmp_path):
-    """config/experiment_70m.py and its config/grow_70m*.py arms, as documented, offline: a local small model instead
-    of the hub (--small=<dir>), one process, and a one-iteration CPU budget. Each arm gets the shape it promises."""
-    small = str(tmp_path / 'small')
-    r = subprocess.run([sys.executable, 'train.py', *TINY, f'--data_dir={data_dir}', f'--out_dir={small}',
-                        '--n_layer=2', '--n_head=1', '--n_embd=64', '--max_iters=2', '--eval_interval=2',
-                        '--save_hf=True'], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    exp = str(tmp_path / 'exp70m')
-    common = [a for a in TINY if 'lr' not in a and 'learning_rate' not in a]  # the arms' own rates stay
-    common += [f'--data_dir={data_dir}', '--compile=False', '--gradient_accumulation_steps=1', '--batch_size=2',
-               '--max_iters=1', '--eval_interval=1', '--eval_iters=1', '--warmup_iters=0', '--checkpoint_interval=None',
-               '--prune_start=0', '--prune_end=0', '--prune_every=1']
-    p = experiment('config/experiment_70m.py', f'--small={small}/model', '--launcher=python', f'--exp_dir={exp}',
-                   f'--common={common!r}')
     out, err = p.communicate(timeout=900)
     assert p.returncode == 0, err[-3000:]
-    s = json.load(open(os.path.join(exp, 'summary.json')))
-    arms = s['arms']
-    assert set(arms) == {'recipe2', 'recipe2_isotropic', 'recipe2_same_hp', 'recipe1', 'small_continued', 'dense_large'}
-    cfg = {a: json.load(open(os.path.join(exp, a, 'train_config.json'))) for a in arms}
-    for a in ('recipe2', 'recipe2_isotropic', 'recipe2_same_hp', 'recipe1', 'dense_large'):
-        assert (cfg[a]['model_args']['n_embd'], cfg[a]['model_args']['n_head']) == (1024, 16), a
-    assert cfg['recipe2']['growth']['method'] == 'top_left'
-    assert cfg['recipe2_isotropic']['growth']['method'] == 'isotropic'
-    assert cfg['recipe1']['growth'] is None and cfg['recipe1']['model_args']['n_layer'] == 6  # pythia-70m's depth
-    assert cfg['small_continued']['model_args']['n_embd'] == 64  # Pythia-70m's head size: 1 head of 64
-    assert (cfg['recipe2']['config']['learning_rate'], cfg['recipe2_same_hp']['config']['learning_rate'],
-            cfg['recipe1']['config']['learning_rate']) == (3e-4, 1e-3, 1e-3)
-    assert cfg['recipe1']['config']['final_sparsity'] == cfg['recipe2']['config']['final_sparsity'] == \
-        1 - 44_630_016 / 127_008_768
-    assert cfg['dense_large']['config']['final_sparsity'] == cfg['small_continued']['config']['final_sparsity'] == 0
-    # the external small model's sunk cost: Pythia's 299.9 B tokens x the small model's FLOPs per token
-    assert arms['recipe2']['sunk_flops'] == 299_892_736_000 * cfg['small_continued']['flops_per_token']
+    assert '[small/s1] finished earlier: not run again' in out and 'resuming' in out
+    for run in ran:
+        assert E.read_jsonl(os.path.join(ref, run, 'metrics.jsonl')) != [] and \
+            [r['val_loss'] for r in E.read_jsonl(os.path.join(exp, run, 'metrics.jsonl')) if 'val_loss' in r] == \
+            [r['val_loss'] for r in E.read_jsonl(os.path.join(ref, run, 'metrics.jsonl')) if 'val_loss' in r], run
+
+    os.remove(os.path.join(exp, 'recipe1', 'lr0.01_s1', 'ckpt.pt'))
+    before = open(os.path.join(exp, 'recipe1', 'lr0.01_s1', 'metrics.jsonl')).read()
+    p = experiment(cfg)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0 and 'starting' not in out and 'resuming' not in out, out + err
+    assert open(os.path.join(exp, 'recipe1', 'lr0.01_s1', 'metrics.jsonl')).read() == before
+    for extra, why in (("common = common + ['--eval_iters=3']\n", '--eval_iters=3'),
+                       ("arms['recipe1']['args'] = arms['recipe1']['args'][::-1]\n", 'another order')):
+        p = experiment(write_config(tmp_path, data_dir, exp, extra=extra))
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 1 and why in err and err.count('\n') == 1, err
+
+
+def train_defaults():
+    """train.py's module-level literal settings, without running it (computed ones, like device, take None)."""
+    tree = ast.parse(open(os.path.join(REPO, 'train.py')).read())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            try:
+                out[node.targets[0].id] = ast.literal_eval(node.value)
+            except ValueError:
+                out[node.targets[0].id] = None
+    return out
+
+
+@pytest.mark.parametrize('name', ['experiment_a.py', 'experiment_70m.py', 'experiment_toy_cpu.py'])
+def test_shipped_experiments_resolve_to_what_they_promise(name, monkeypatch):
+    """Every run of a shipped experiment resolves, through train.py's own configurator, to the arm it promises: the
+    large shape for Recipe 1, the status quo and dense; growth for Recipe 2 (isotropic where named); one pruning
+    event for the status quo; the same final sparsity for every pruned arm; the point's learning rate."""
+    from configurator import Rule, parse
+    cfg = {}
+    exec(open(os.path.join(REPO, 'config', name)).read(), cfg)
+    for k in ('arms', 'common', 'small', 'small_pretrain', 'seeds', 'exp_dir'):
+        monkeypatch.setattr(E, k, cfg.get(k, getattr(E, k)))
+    monkeypatch.chdir(REPO)
+    E.check_config()
+    defaults, sparsity = train_defaults(), set()
+    for arm in E.arms:
+        for point in E.grid(arm)[0]:
+            c = parse(defaults, E.Run(arm, point, E.seeds[0]).args, {'model_preset': Rule(bool, '', none=True)})
+            assert c['learning_rate'] == dict(point)['learning_rate']
+            grown = c['grow'] is not None
+            assert grown == arm.startswith('recipe2') and (c['grow'] or {}).get('method', 'top_left') == (
+                'isotropic' if 'isotropic' in arm else 'top_left')
+            if arm in ('recipe1', 'status_quo', 'dense_large'):
+                assert c['init_from'] == 'scratch' and c['n_embd'] > 0
+            if arm in ('recipe1', 'recipe2', 'recipe2_isotropic', 'status_quo'):
+                sparsity.add(c['final_sparsity'])
+                assert (c['prune_start'] == c['prune_end']) == (arm == 'status_quo')
+            else:
+                assert c['final_sparsity'] == 0
+    assert len(sparsity) == 1 and 0 < sparsity.pop() < 1
