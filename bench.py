@@ -1,239 +1,190 @@
 """
-Speed benchmarks, nanoGPT style. Run on a GPU; every number in the README came from here.
-  python bench.py                                   # our model, Pythia-160m shape, B=16 T=2048, bf16, compiled
-  python bench.py --compare_hf=True                 # + transformers' GPTNeoXForCausalLM of the same shape
-  python bench.py --final_sparsity=0.5              # + masked (pruned) training vs dense, and one pruning event
-  python bench.py --mode=sparse24                   # 2:4 semi-structured linears vs dense (inference)
-  python bench.py --mode=expand --model_preset=pythia-1.4b --expand_n_embd=2560   # expand.py's growth, on CPU
-Each run prints a table and, with --out_json=path, writes its numbers.
+Speed, measured where the experiments spend their GPU time. Run on a GPU; every speed number in results/ came from here.
+  python bench.py                      # the experiment's own runs: small models and grown arms, dense and masked, each
+                                       # alone and `parallel` at once as experiment.py runs them
+  python bench.py --mode=anchors       # this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2 written here,
+                                       # all compiled, at the 70m / 160m / 410m shapes
+  python bench.py --mode=sparse24      # 2:4 semi-structured linears against dense ones (inference)
+A workload is train.py itself (the same step, batches, masks and logging) for num_iters iterations on data_dir: its
+tokens/s and MFU are the medians of its log lines after the first (compile and warm-up are not timed), its peak memory
+the largest it logged. N copies at once share the GPU; the aggregate is their sum. Writes out_json.
 """
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
-from contextlib import nullcontext
-
-os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')  # as in expand.py: huge pages for the CPU build of big models
 
 import torch
 
-from hf_io import config_to_hf
-from model import GPT, preset_config, peak_flops
-
 # -----------------------------------------------------------------------------
-mode = 'train'                # 'train': training steps | 'sparse24': 2:4 linears vs dense | 'expand': growth time
-model_preset = 'pythia-160m'
-batch_size = 16
-block_size = 2048
-real_data = False             # True: batches from data_dir/train.bin instead of random tokens
-data_dir = None
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'bfloat16'            # autocast dtype on cuda; CPU runs fp32
-compile = True
-warmup_iters = 10             # compile and autotune happen here, outside the timed window
+mode = 'experiment'           # 'experiment' | 'anchors' | 'sparse24'
+data_dir = 'data/enwiki_neox'  # experiment: a prepared GPT-NeoX dataset
+_sparse = ['--final_sparsity=0.567', '--prune_start=1', '--prune_end=1']  # masked from iteration 2 on
+workloads = {                 # experiment: name -> train.py arguments (the experiments' shapes)
+    '14m': ['--model_preset=pythia-14m'],
+    '31m': ['--model_preset=pythia-31m'],
+    '70m': ['--model_preset=pythia-70m'],
+    '14m->256': ['--model_preset=pythia-14m', '--n_embd=256', '--n_head=8', '--mlp_width=1024'],
+    '14m->256 masked': ['--model_preset=pythia-14m', '--n_embd=256', '--n_head=8', '--mlp_width=1024', *_sparse],
+    '31m->512': ['--model_preset=pythia-31m', '--n_embd=512', '--n_head=16', '--mlp_width=2048'],
+    '70m->1024': ['--model_preset=pythia-70m', '--n_embd=1024', '--n_head=16', '--mlp_width=4096'],
+    '70m->1024 masked': ['--model_preset=pythia-70m', '--n_embd=1024', '--n_head=16', '--mlp_width=4096', *_sparse]}
+common = ['--block_size=1024', '--batch_size=16', '--gradient_accumulation_steps=4', '--compile=True']
+variants = {'micro 16': [], 'micro 64': ['--micro_batch_size=64']}  # each workload under each
+parallel = [1, 6]             # copies of a workload at once
 num_iters = 30
-compare_hf = False            # also time transformers' GPTNeoXForCausalLM of the same shape
-final_sparsity = 0.0          # > 0: also time training with this fraction of linear weights masked to zero
-pattern = 'unstructured'
-seed = 1337
-sparse24_shapes = [(3072, 768), (768, 3072), (4096, 1024), (16384, 4096), (4096, 16384)]  # (out, in)
-sparse24_tokens = 16384       # rows of the activation matrix fed to each linear
-expand_n_embd = None          # expand mode: target width / depth (None: the preset's)
-expand_n_layer = None
-expand_methods = ['top_left', 'isotropic']
+anchors = ['pythia-70m', 'pythia-160m', 'pythia-410m']
+batch_size = 8                # anchors: sequences per step, of block_size tokens
+block_size = 2048
+warmup_iters = 5
 out_json = None
+device = 'cuda'
 # -----------------------------------------------------------------------------
-from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, between, one_of,
-                          device as device_rule)
-from model import PRESETS
-config = configure(globals(), rules=dict(
-    mode=one_of('train', 'sparse24', 'expand'), model_preset=one_of(*PRESETS), batch_size=positive,
-    block_size=positive, device=device_rule, dtype=one_of('float32', 'bfloat16', 'float16'), warmup_iters=non_negative,
-    num_iters=positive, final_sparsity=between(0, 1, hi_open=True), seed=non_negative, sparse24_tokens=positive,
-    expand_n_embd=positive, expand_n_layer=positive))
-if real_data and not data_dir:
-    fail("real_data=True reads data_dir/train.bin: pass --data_dir=<prepared dataset>", CONFIG_ERROR)
-if block_size > preset_config(model_preset).block_size and mode == 'train':
-    fail(f"block_size={block_size} exceeds {model_preset}'s context of {preset_config(model_preset).block_size}",
-         CONFIG_ERROR)
-if not set(expand_methods) <= {'top_left', 'isotropic'}:
-    fail(f"expand_methods={expand_methods!r}: use 'top_left' and/or 'isotropic'", CONFIG_ERROR)
-torch.manual_seed(seed)
-device_type = 'cuda' if 'cuda' in device else 'cpu'
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-autocast = torch.autocast(device_type, dtype=ptdtype) if device_type == 'cuda' else nullcontext()
+from configurator import CONFIG_ERROR, configure, fail, one_of, positive  # noqa: E402
+from files import check_dest, write_json  # noqa: E402
+from model import GPT, PRESETS, peak_flops, preset_config  # noqa: E402
+config = configure(globals(), rules=dict(mode=one_of('experiment', 'anchors', 'sparse24'), num_iters=positive,
+                                         batch_size=positive, block_size=positive, warmup_iters=positive))
+if out_json and check_dest(out_json):
+    fail(check_dest(out_json))
+if not torch.cuda.is_available() or not set(anchors) <= set(PRESETS):
+    fail("bench.py measures a GPU: run it where torch sees one (and anchors among model.PRESETS)", CONFIG_ERROR)
+results = dict(config=config, gpu=torch.cuda.get_device_name(), torch=torch.__version__, rows=[])
 
 
-def sync():
-    if device_type == 'cuda':
-        torch.cuda.synchronize()
+def launch(name, args, n, tmp):
+    """n copies of train.py at once; (their metrics records, wall seconds)."""
+    outs = [os.path.join(tmp, f'{name}-{n}-{i}'.replace(' ', '_').replace('>', '')) for i in range(n)]
+    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'), f'--data_dir={data_dir}',
+           *common, *args, f'--max_iters={num_iters}', f'--eval_interval={num_iters}', '--eval_iters=1',
+           '--log_interval=5']
+    t0 = time.time()
+    procs = [subprocess.Popen(cmd + [f'--out_dir={o}', f'--seed={i}'], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for i, o in enumerate(outs)]
+    for p in procs:
+        if p.wait():
+            fail(f"{name}: train.py failed: {p.stderr.read().strip().splitlines()[-1]}")
+    return [[json.loads(line) for line in open(os.path.join(o, 'metrics.jsonl')) if 'tok_per_sec' in line]
+            for o in outs], time.time() - t0
 
 
-def get_batch():
-    if real_data:
-        import numpy as np
-        from data import open_tokens, read_meta
-        try:
-            data = open_tokens(data_dir, 'train', read_meta(data_dir))
-        except (ValueError, FileNotFoundError) as e:
-            fail(e)
-        ix = torch.randint(len(data) - block_size - 1, (batch_size,))
-        x = torch.stack([torch.from_numpy(data[i:i + block_size + 1].astype(np.int64)) for i in ix])
-        return x[:, :-1].to(device), x[:, 1:].to(device)
-    x = torch.randint(50000, (batch_size, block_size + 1), device=device)
-    return x[:, :-1], x[:, 1:]
+def median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    return xs[len(xs) // 2] if xs else None
 
 
-def to_semi_structured(model):
-    """Replace, in place, every nn.Linear weight of `model` (a whole GPT or a single nn.Linear) that holds a 2:4
-    pattern with torch.sparse.to_sparse_semi_structured, for inference (its weights stop requiring grad).
-    Needs CUDA with compute capability >= 8.0, fp16/bf16 weights and the kernel's shape multiples; any other
-    weight stays dense, and so does everything on CPU. Tied weights are skipped (the embedding reads them).
-    Returns the names of the converted weights."""
-    if not torch.cuda.is_available():
-        return []
-    from torch.sparse import to_sparse_semi_structured, SparseSemiStructuredTensor
-    uses = {}
-    for _, mod in model.named_modules(remove_duplicate=False):
-        for p in mod.parameters(recurse=False):
-            uses[id(p)] = uses.get(id(p), 0) + 1
-    converted = []
-    for name, mod in model.named_modules():
-        if not isinstance(mod, torch.nn.Linear) or isinstance(mod.weight, SparseSemiStructuredTensor):
-            continue
-        w = mod.weight
-        if (w.device.type != 'cuda' or w.dtype not in (torch.float16, torch.bfloat16) or uses[id(w)] > 1
-                or torch.cuda.get_device_capability(w.device) < (8, 0) or w.shape[-1] % 4
-                or not bool(((w.detach().reshape(-1, 4) != 0).sum(1) <= 2).all())):
-            continue
-        try:
-            sparse = to_sparse_semi_structured(w.detach())
-        except (RuntimeError, ValueError):
-            continue  # shape not a multiple of the kernel's tile: dense it stays
-        mod.weight = torch.nn.Parameter(sparse, requires_grad=False)
-        converted.append(f'{name}.weight' if name else 'weight')
-    return converted
+def gpt2_reference(c):
+    """A nanoGPT-style GPT-2 of the same shape, written here: learned positions, pre-LN blocks, fused QKV, flash
+    attention through SDPA, tanh GELU, tied head, the loss on full float32 logits. The speed to beat."""
+    nn, F = torch.nn, torch.nn.functional
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ln_1, self.ln_2 = nn.LayerNorm(c.n_embd), nn.LayerNorm(c.n_embd)
+            self.attn, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd), nn.Linear(c.n_embd, c.n_embd)
+            self.fc, self.fc_proj = nn.Linear(c.n_embd, 4 * c.n_embd), nn.Linear(4 * c.n_embd, c.n_embd)
+
+        def forward(self, x):
+            B, T, C = x.shape
+            q, k, v = (t.view(B, T, c.n_head, -1).transpose(1, 2) for t in self.attn(self.ln_1(x)).split(C, 2))
+            x = x + self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C))
+            return x + self.fc_proj(F.gelu(self.fc(self.ln_2(x)), approximate='tanh'))
+
+    class GPT2(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
+            self.h, self.ln_f = nn.ModuleList(Block() for _ in range(c.n_layer)), nn.LayerNorm(c.n_embd)
+
+        def forward(self, idx, targets):
+            x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
+            for block in self.h:
+                x = block(x)
+            logits = self.ln_f(x) @ self.wte.weight.t()
+            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    return GPT2()
 
 
-def time_training(model, loss_fn, pruner=None, label=''):
-    """Median ms/iter over num_iters full steps (forward, backward, clip, AdamW, masking)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1, fused=device_type == 'cuda')
-    step = torch.compile(loss_fn) if compile else loss_fn
-    X, Y = get_batch()
-    if device_type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
+def time_steps(model, loss_fn, flops_per_token, label):
+    """Median step time of compiled training steps (forward, backward, fused AdamW) on random tokens, bf16."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    step_fn = torch.compile(loss_fn)
+    x = torch.randint(0, 50277, (batch_size, block_size + 1), device=device)
     times = []
-    for it in range(warmup_iters + num_iters):
-        sync()
+    for i in range(warmup_iters + num_iters):
+        torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with autocast:
-            loss = step(X, Y)
+        with torch.autocast('cuda', torch.bfloat16):
+            loss = step_fn(x[:, :-1], x[:, 1:])
         loss.backward()
-        if pruner is not None:
-            pruner.mask_grads()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if pruner is not None:
-            pruner.step(it + 1)  # iterations past the pruning event: masking only
-        sync()
-        if it >= warmup_iters:
-            times.append(time.perf_counter() - t0)
-        X, Y = get_batch()
-    ms = 1000 * sorted(times)[len(times) // 2]
-    tokens = batch_size * block_size
-    flops = model_flops_per_token * tokens / (ms / 1000)
-    peak = peak_flops(device)
-    row = dict(label=label, ms_per_iter=ms, tokens_per_sec=tokens / (ms / 1000),
-               mfu=flops / peak if peak else None, loss=loss.item(),
-               max_mem_gib=torch.cuda.max_memory_allocated() / 2**30 if device_type == 'cuda' else None)
-    print(f"{label:>28s}: {ms:8.1f} ms/iter {row['tokens_per_sec']:>11,.0f} tok/s"
-          + (f"  MFU {100 * row['mfu']:.1f}%" if row['mfu'] else '') + f"  loss {row['loss']:.3f}")
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0) if i >= warmup_iters else None
+    dt, tokens = median(times), batch_size * block_size
+    row = dict(label=label, tok_per_sec=tokens / dt, mfu=flops_per_token * tokens / dt / peak_flops(device),
+               peak_mem_gib=torch.cuda.max_memory_allocated() / 2 ** 30)
+    print(f"{label:>30s}: {row['tok_per_sec']:>12,.0f} tok/s  MFU {100 * row['mfu']:5.1f}%  "
+          f"{row['peak_mem_gib']:6.1f} GiB", flush=True)
+    torch.cuda.reset_peak_memory_stats()
     return row
 
 
-results = dict(config=config, device=torch.cuda.get_device_name() if device_type == 'cuda' else 'cpu',
-               torch=torch.__version__)
-if mode == 'train':
-    gconf = preset_config(model_preset, block_size=block_size)
-    model = GPT(gconf).to(device)
-    model_flops_per_token = model.flops_per_token(block_size)
-    print(f"{model_preset}: {model.param_counts()}, B={batch_size} T={block_size} {dtype} compile={compile} "
-          f"on {results['device']}")
-    results['ours'] = time_training(model, lambda x, y: model(x, y)[1], label='ours (dense)')
-    if final_sparsity > 0:
-        from prune import Pruner
-        # one event at iteration 0 takes the model to final_sparsity; timed steps only keep masks applied
-        pruner = Pruner(model, final_sparsity, prune_start=0, prune_end=0, prune_every=1, pattern=pattern)
-        sync()
-        t0 = time.perf_counter()
-        pruner.step(0)
-        sync()
-        results['prune_event_ms'] = 1000 * (time.perf_counter() - t0)
-        t0 = time.perf_counter()  # a later event: same work (scores, global selection), kernels already loaded
-        pruner.prune_to(final_sparsity)
-        sync()
-        results['prune_event_warm_ms'] = 1000 * (time.perf_counter() - t0)
-        print(f"{'pruning event':>28s}: {results['prune_event_ms']:8.1f} ms first, "
-              f"{results['prune_event_warm_ms']:.1f} ms later (one-off, to sparsity {pruner.stats()['sparsity']:.3f})")
-        results['ours_masked'] = time_training(model, lambda x, y: model(x, y)[1], pruner,
-                                               label=f'ours (masked {final_sparsity:.0%})')
-        results['masked_overhead'] = results['ours_masked']['ms_per_iter'] / results['ours']['ms_per_iter'] - 1
-        print(f"{'masked overhead':>28s}: {100 * results['masked_overhead']:+.1f}%")
-    if compare_hf:
-        del model
-        torch.cuda.empty_cache() if device_type == 'cuda' else None
-        from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-        hf_config = GPTNeoXConfig(**{k: v for k, v in config_to_hf(gconf).items() if k not in ('architectures',)})
-        hf = GPTNeoXForCausalLM(hf_config).to(device)
-        hf.train()
-        results['hf'] = time_training(hf, lambda x, y: torch.nn.functional.cross_entropy(
-            hf(input_ids=x).logits.flatten(0, 1).float(), y.flatten()), label='transformers GPTNeoX')
-        results['speedup_vs_hf'] = results['hf']['ms_per_iter'] / results['ours']['ms_per_iter']
-        print(f"{'ours / transformers':>28s}: {results['speedup_vs_hf']:.2f}x tokens/s")
-elif mode == 'sparse24':
+if mode == 'experiment':
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, args in workloads.items():
+            for variant, extra in variants.items():
+                for n in parallel:
+                    runs, wall = launch(name, args + extra, n, tmp)
+                    speeds = [median(r['tok_per_sec'] for r in recs[1:]) for recs in runs]
+                    row = dict(workload=name, variant=variant, parallel=n, tok_per_sec=speeds, aggregate=sum(speeds),
+                               mfu=median(median(r['mfu'] for r in recs[1:]) for recs in runs), wall_seconds=wall,
+                               peak_mem_gib=max(max((r.get('peak_mem_gib') or 0) for r in recs) for recs in runs),
+                               final_loss=[recs[-1]['train_loss'] for recs in runs])
+                    results['rows'].append(row)
+                    print(f"{name:>18s} {variant:>10s} x{n}: {row['aggregate']:>12,.0f} tok/s in all "
+                          f"({speeds[0]:,.0f} each), MFU {100 * row['mfu']:.1f}% each, {row['peak_mem_gib']:.1f} GiB",
+                          flush=True)
+elif mode == 'anchors':
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from hf_io import config_to_hf
+    for preset in anchors:
+        c = preset_config(preset, block_size=block_size)
+        ours = GPT(c).to(device)
+        fpt = ours.flops_per_token(block_size)
+        row = dict(shape=preset, ours=time_steps(ours, lambda x, y: ours(x, y)[1], fpt, f'{preset} this model'))
+        del ours
+        hf = GPTNeoXForCausalLM(GPTNeoXConfig(**{k: v for k, v in config_to_hf(c).items() if k != 'architectures'}))
+        hf = hf.to(device).train()
+        row['transformers'] = time_steps(hf, lambda x, y: torch.nn.functional.cross_entropy(
+            hf(input_ids=x).logits.float().flatten(0, 1), y.flatten()), fpt, f'{preset} transformers GPTNeoX')
+        del hf
+        ref = gpt2_reference(preset_config(preset, arch='gpt2', rotary_pct=0.0, block_size=block_size)).to(device)
+        row['nanogpt_gpt2'] = time_steps(ref, ref, fpt, f'{preset} nanoGPT-style GPT-2')
+        del ref
+        row['vs_transformers'] = row['ours']['tok_per_sec'] / row['transformers']['tok_per_sec']
+        row['vs_nanogpt'] = row['ours']['tok_per_sec'] / row['nanogpt_gpt2']['tok_per_sec']
+        results['rows'].append(row)
+        print(f"{preset}: {row['vs_transformers']:.2f}x transformers, {row['vs_nanogpt']:.2f}x nanoGPT-style", flush=True)
+else:  # 2:4 semi-structured weights (torch.sparse) against dense, bf16 inference
+    from torch.sparse import to_sparse_semi_structured
+    from torch.utils.benchmark import Timer
     from prune import nm_mask
-    import torch.utils.benchmark as benchmark
-    half = torch.float16 if dtype == 'float16' else torch.bfloat16
-    results['sparse24'] = []
-    for out_f, in_f in sparse24_shapes:
-        lin = torch.nn.Linear(in_f, out_f, bias=False).to(device, half)
-        with torch.no_grad():
-            lin.weight.mul_(nm_mask(lin.weight.abs(), 2, 4).to(half))
-        x = torch.randn(sparse24_tokens, in_f, device=device, dtype=half)
-        with torch.no_grad():
-            dense_ms = benchmark.Timer('lin(x)', globals=dict(lin=lin, x=x)).blocked_autorange(min_run_time=1).median * 1e3
-            ref = lin(x)
-            converted = to_semi_structured(lin)
-            sparse_ms = benchmark.Timer('lin(x)', globals=dict(lin=lin, x=x)).blocked_autorange(min_run_time=1).median * 1e3
-            err = ((lin(x).float() - ref.float()).norm() / ref.float().norm()).item()
-        row = dict(out_features=out_f, in_features=in_f, tokens=sparse24_tokens, dense_ms=dense_ms,
-                   sparse_ms=sparse_ms, speedup=dense_ms / sparse_ms, converted=bool(converted), rel_err=err)
-        results['sparse24'].append(row)
-        print(f"{out_f:>6d}x{in_f:<6d} dense {dense_ms:7.3f} ms  2:4 {sparse_ms:7.3f} ms  "
-              f"speedup {row['speedup']:.2f}x  converted={row['converted']}  rel.err {err:.1e}")
-elif mode == 'expand':
-    import gc
-    from expand import expand_model, max_logit_diff
-    model = GPT(preset_config(model_preset))  # random weights, float32, on the CPU where expand.py builds
-    idx = torch.randint(model.config.vocab_size, (1, 32), generator=torch.Generator().manual_seed(seed))
-    print(f"{model_preset}: {model.param_counts()['total'] / 1e9:.3f} B params, float32, CPU")
-    results['expand'] = []
-    for method in expand_methods:
-        t0 = time.perf_counter()
-        big = expand_model(model, n_embd=expand_n_embd, n_layer=expand_n_layer, method=method, seed=seed)
-        seconds = time.perf_counter() - t0
-        c2 = big.config
-        row = dict(method=method, n_embd=c2.n_embd, n_head=c2.n_head, n_layer=c2.n_layer, seconds=seconds,
-                   params=big.param_counts()['total'], max_dlogits_fp32=max_logit_diff(model, big, idx, torch.float32))
-        results['expand'].append(row)
-        print(f"{method:>10s} -> {c2.n_embd}/{c2.n_head}H/{c2.n_layer}L, {row['params'] / 1e9:.3f} B params: "
-              f"{seconds:.1f} s, max |dlogits| {row['max_dlogits_fp32']:.1e} (float32)")
-        del big
-        gc.collect()
-
+    for out_f, in_f in [(3072, 768), (768, 3072), (4096, 1024), (16384, 4096), (4096, 16384)]:
+        w = torch.randn(out_f, in_f, device=device, dtype=torch.bfloat16)
+        w = w * nm_mask(w.abs(), 2, 4).to(w.dtype)
+        x = torch.randn(16384, in_f, device=device, dtype=torch.bfloat16)
+        sparse = to_sparse_semi_structured(w)
+        ms = [Timer('torch.nn.functional.linear(x, w)', globals=dict(torch=torch, x=x, w=m)).blocked_autorange(
+            min_run_time=1).median * 1e3 for m in (w, sparse)]
+        err = ((torch.nn.functional.linear(x, sparse) - x @ w.t()).float().norm() / (x @ w.t()).float().norm()).item()
+        results['rows'].append(dict(out_features=out_f, in_features=in_f, dense_ms=ms[0], sparse_ms=ms[1],
+                                    speedup=ms[0] / ms[1], rel_err=err))
+        print(f"{out_f:>6d}x{in_f:<6d} dense {ms[0]:7.3f} ms  2:4 {ms[1]:7.3f} ms  {ms[0] / ms[1]:.2f}x  err {err:.1e}")
 if out_json:
-    with open(out_json, 'w') as f:
-        json.dump(results, f, indent=2)
+    write_json(out_json, results)
+    print(f"wrote {out_json}")

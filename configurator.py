@@ -6,14 +6,26 @@ checked once, here, before the script reads or writes anything: its type against
 rule for it. Every script stops on bad input the same way (fail): one line 'error: ...' on stderr, no traceback,
 status 2 for a setting, 1 for a file or run-time failure, 130 for Ctrl-C.
 """
-import ast
 import atexit
-import math
 import os
 import sys
-from collections import namedtuple
 
 CONFIG_ERROR, RUNTIME_ERROR, INTERRUPTED = 2, 1, 130
+
+
+def _excepthook(kind, e, tb, default=sys.excepthook):
+    if not issubclass(kind, KeyboardInterrupt):
+        return default(kind, e, tb)
+    print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
+    atexit._run_exitfuncs()  # e.g. train.py's lock release; every write is atomic, so nothing is half-written
+    os._exit(INTERRUPTED)
+
+
+sys.excepthook = _excepthook  # from here on: every script imports configurator first, before torch
+import ast  # noqa: E402
+import math  # noqa: E402
+from collections import namedtuple  # noqa: E402
+
 TYPES = (int, float, bool, str, type(None), tuple, list, dict)
 Rule = namedtuple('Rule', 'test what none', defaults=(False,))  # none=True: None is a meaningful value too
 positive, non_negative, non_empty = Rule(lambda v: v > 0, '> 0'), Rule(lambda v: v >= 0, '>= 0'), \
@@ -42,14 +54,6 @@ def fail(msg, status=RUNTIME_ERROR):
     sys.exit(status)
 
 
-def _excepthook(kind, e, tb, default=sys.excepthook):
-    if not issubclass(kind, KeyboardInterrupt):
-        return default(kind, e, tb)
-    print("error: interrupted (Ctrl-C)", file=sys.stderr, flush=True)
-    atexit._run_exitfuncs()  # e.g. train.py's lock release; every write is atomic, so nothing is half-written
-    os._exit(INTERRUPTED)
-
-
 def check(key, value, default, rule=None):
     """value, type-checked against the default (an int where a float is expected becomes one) and the rule."""
     if value is None and not (default is None or (rule and rule.none)):
@@ -72,8 +76,9 @@ def check(key, value, default, rule=None):
     return value
 
 
-def parse(defaults, argv, rules):
-    config = dict(defaults)
+def parse(defaults, argv, rules, given=None):
+    """defaults updated by config files and --key=value, in order; given (a set) collects the keys they set."""
+    config, given = dict(defaults), set() if given is None else given
     for arg in argv:
         if arg.startswith('--'):
             key, eq, raw = arg[2:].partition('=')
@@ -86,6 +91,7 @@ def parse(defaults, argv, rules):
                     raise ValueError(f"{key}: cannot read {raw!r} as a {type(defaults[key]).__name__}") from None
                 value = raw  # a bare word is a string
             config[key] = check(key, value, defaults[key], rules.get(key))
+            given.add(key)
             continue
         try:
             with open(arg, encoding='utf-8') as f:
@@ -98,12 +104,12 @@ def parse(defaults, argv, rules):
                 if key not in defaults:
                     raise ValueError(f"config file {arg} sets unknown key {key!r}")
                 config[key] = check(key, value, defaults[key], rules.get(key))
+                given.add(key)
     return config
 
 
 def configure(g, rules=None, argv=None):
     """Parse argv against the script's settings (its module-level names of config types) and apply them to g."""
-    sys.excepthook = _excepthook
     argv = sys.argv[1:] if argv is None else argv
     if '--help' in argv or '-h' in argv:
         with open(g['__file__'], encoding='utf-8') as f:  # the docstring, then the settings block as written
@@ -114,8 +120,9 @@ def configure(g, rules=None, argv=None):
         sys.exit(0)
     defaults = {k: v for k, v in g.items()
                 if not k.startswith('_') and not k.isupper() and isinstance(v, TYPES) and not isinstance(v, (type, Rule))}
+    g['_given'] = set()  # the settings a config file or --key=value set (train.py's resume takes the rest)
     try:
-        config = parse(defaults, argv, rules or {})
+        config = parse(defaults, argv, rules or {}, g['_given'])
     except ValueError as e:
         fail(e, CONFIG_ERROR)
     g.update(config)

@@ -5,6 +5,7 @@ and bits per byte (data.estimate_loss) of a prepared dataset's val (train.py's v
 WikiText: wiki.test.raw's 62 articles, detokenized as lm-eval does, each scored whole in disjoint rolling windows
 (the first after end-of-text); word / byte perplexity = exp(-sum ll / words or bytes of the raw article). LAMBADA
 (OpenAI's): ll of ' ' + the last word after the rest; accuracy: greedy gives all of it; perplexity = exp(-mean ll)."""
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import functools
 import json
 import math
@@ -154,6 +155,8 @@ def main():
         dtype=one_of('float32', 'bfloat16'), tokenizer=one_of(*TOKENIZERS)))
     if check_only:
         return None
+    if out_json and files.check_dest(out_json):
+        fail(files.check_dest(out_json))
     t0, splits, docs = time.time(), [t for t in tasks if t in ('val', 'test')], {}
     try:
         model, source = load_model(init_from, dtype=torch.float32)

@@ -5,6 +5,7 @@ init_from: a Hugging Face model directory, a hub id, or a train.py checkpoint (c
 Hugging Face directory, written only if max |logits(grown) - logits(source)| on random tokens is within tolerance.
 In-process: grown, record = grow(model, idx, n_embd=1024, method='isotropic') (train.py's grow setting calls it).
 """
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import copy
 import math
 import os
@@ -259,6 +260,7 @@ def describe(c):
 if __name__ == '__main__':
     from configurator import CONFIG_ERROR, configure, fail, non_empty
     from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer, tokenizer_record
+    import files
     from hf_io import check_replaceable, load_model, save_pretrained
     from model import DTYPES
     configure(globals(), rules=dict(RULES, init_from=non_empty, out_dir=non_empty, check_batch=positive,
@@ -270,6 +272,8 @@ if __name__ == '__main__':
             raise ValueError(f"out_dir {out_dir} exists and is not empty: pick another out_dir, or pass "
                              f"--overwrite=True to replace a model directory this codebase wrote")
         check_replaceable(out_dir)
+        if files.check_dest(out_dir):
+            raise ValueError(files.check_dest(out_dir))
         model, source = load_model(init_from, dtype=None)  # as stored: the grown model is saved in that dtype
         tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights: it
         for m in filter(None, [model, tokenizer_record(source)]):  # fits the model and its recorded tokenizer

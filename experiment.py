@@ -19,12 +19,14 @@ where '{small}' stands for the small model. The experiment owns its run folders:
 holding a run of another command or config file text is refused. Writes exp_dir/summary.json, summary.md,
 hypothesis.png and lr.png.
 """
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import ctypes
 import hashlib
 import itertools
 import math
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +34,7 @@ import time
 
 import numpy as np
 
-from files import read_json, read_jsonl, write_json, write_text
+from files import check_dest, read_json, read_jsonl, write_json, write_text
 
 # -----------------------------------------------------------------------------
 exp_dir = 'out-experiment'
@@ -53,6 +55,7 @@ eval_args = []                # --key=value for eval.py (device, dtype, batch_si
 ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, isotropic growth',
              recipe1='Recipe 1: scratch, pruned', status_quo='status quo: dense, pruned once, retrained',
              small_continued='small model continued (dense)', dense_large='large dense from scratch')
+HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and eval.py lie beside this script
 SPEED = ('--micro_batch_size=', '--compile=')  # how fast a run goes, not what it computes: may change
 COLORS = dict(recipe2='C3', recipe2_isotropic='C1', recipe1='C0', status_quo='C4', small_continued='C2',
               dense_large='C7')
@@ -141,7 +144,7 @@ class Run:
         resume = os.path.exists(os.path.join(self.out_dir, 'ckpt.pt'))
         extra = ['--init_from=resume'] if resume else ['--overwrite=True'] if os.path.isdir(self.out_dir) else []
         launch = [sys.executable] if launcher == 'python' else shlex.split(launcher)
-        return launch + ['train.py', *self.args, f'--out_dir={self.out_dir}', *extra]
+        return launch + [os.path.join(HERE, 'train.py'), *self.args, f'--out_dir={self.out_dir}', *extra]
 
     def start(self):
         cmd = self.command()
@@ -411,8 +414,13 @@ def check_config():
         raise ValueError(f"only={only!r}: give a list of arm names from {sorted(arms)}")
     if os.path.exists(exp_dir) and not os.path.isdir(exp_dir):
         raise ValueError(f"exp_dir {exp_dir} is a file: choose a folder")
+    if not plot_only and check_dest(exp_dir):
+        raise ValueError(check_dest(exp_dir))
+    if launcher != 'python' and not shutil.which(shlex.split(launcher)[0]):
+        raise ValueError(f"launcher {shlex.split(launcher)[0]!r} is not a command on this machine: use 'python' or "
+                         f"e.g. 'torchrun --standalone --nproc_per_node=8'")
     if eval_tasks:
-        p = subprocess.run([sys.executable, 'eval.py', '--check_only=True', f'--tasks={list(eval_tasks)!r}',
+        p = subprocess.run([sys.executable, os.path.join(HERE, 'eval.py'), '--check_only=True', f'--tasks={list(eval_tasks)!r}',
                             *eval_args], capture_output=True, text=True)
         if p.returncode != 0:
             raise ValueError(f"eval_args: {(p.stderr.strip().splitlines() or [''])[-1].removeprefix('error: ')}")
@@ -428,7 +436,7 @@ def main():
         check_config()
     except ValueError as e:
         fail(e, CONFIG_ERROR)
-    names = [a for a in arms if only is None or a in only]
+    names, made = [a for a in arms if only is None or a in only], not os.path.exists(exp_dir)
     try:
         if not plot_only:
             sweep = [Run(a, p, seeds[0]) for a in names for p in grid(a)[0]]
@@ -450,7 +458,7 @@ def main():
             for r in chosen if eval_tasks else []:  # eval.py on each chosen run that has none yet
                 result = os.path.join(r.out_dir, 'eval.json')
                 if not os.path.exists(result):
-                    cmd = [sys.executable, 'eval.py', f'--init_from={r.out_dir}', f'--tasks={list(eval_tasks)!r}',
+                    cmd = [sys.executable, os.path.join(HERE, 'eval.py'), f'--init_from={r.out_dir}', f'--tasks={list(eval_tasks)!r}',
                            f'--out_json={result}', *eval_args]
                     print(f"[{r.name}] evaluating: {shlex.join(cmd)}", flush=True)
                     p = subprocess.run(cmd, capture_output=True, text=True)
@@ -458,9 +466,11 @@ def main():
                         why = (p.stderr.strip().splitlines() or [''])[-1]
                         raise ValueError(f"eval.py failed on {r.out_dir}: {why}")
         write_summary(names)
-    except ValueError as e:
+    except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:
+        if made and os.path.isdir(exp_dir) and not os.listdir(exp_dir):
+            os.rmdir(exp_dir)
         fail("interrupted; rerun the same command to continue (finished runs are kept, the others resume)",
              INTERRUPTED)
 

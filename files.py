@@ -150,6 +150,19 @@ def checksum(obj):
     return h.hexdigest()
 
 
+def check_dest(path):
+    """Before the work: one line if path could not be written, the nearest existing folder above it being a file
+    or not writable (a read-only file system, missing permission); None if it can."""
+    p = os.path.abspath(path)
+    while not os.path.exists(p):
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        return f"cannot write {path}: {p} is a file, not a folder; choose another place"
+    if not os.access(p, os.W_OK):
+        return f"cannot write {path}: {p} is read-only or not writable; choose a writable place"
+    return None
+
+
 def claim(folder):
     """Make this process the owner of folder, before anything is written into it: the lock file is created
     atomically (O_EXCL), so of two runs started at once exactly one gets it. A lock whose process is gone (same
@@ -167,8 +180,9 @@ def claim(folder):
             break
         except FileExistsError:
             holder = lock_holder(lock)
-            if holder:
-                return f"{folder} is in use by pid {holder} ({lock}): wait for it or choose another out_dir"
+            if holder or not os.path.isfile(lock):
+                return (f"{folder} is in use by pid {holder} ({lock}): wait for it or choose another out_dir" if holder
+                        else f"{lock} is not a lock file: remove it or choose another out_dir")
             os.remove(lock)  # stale: its process is gone
         except OSError as e:
             return str(os_error(folder, e))

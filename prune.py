@@ -8,6 +8,7 @@ Scores: 'magnitude' |W|; 'balanced' |W| after row/column balancing (growth-aware
 run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023).
 Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N + 0.5) of them.
 """
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import itertools
 import math
 import os
@@ -323,10 +324,11 @@ def sparsegpt_layer(W, H, sparsity, nm=None, blocksize=128, percdamp=0.01):
 def main():
     from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between, one_of,
                               device as device_rule)
-    from data.tokenizer import model_tokenizer
+    from data import estimate_loss
+    from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer
+    from files import check_dest
     from hf_io import check_replaceable, load_model, save_pretrained
     from model import DTYPES
-    from data.tokenizer import TOKENIZERS
     configure(globals(), rules=dict(
         init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True),
         scope=one_of('global', 'layer', 'row'), score=one_of(*SCORES),
@@ -347,13 +349,18 @@ def main():
              f"replace a model directory this codebase wrote")
     try:
         check_replaceable(out_dir)
+        if check_dest(out_dir):
+            raise ValueError(check_dest(out_dir))
         model, source = load_model(init_from, dtype=None)  # as stored: saved back in that dtype
         tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights
+        check_tokenizers(model, tok, 'the model', f'the {tok.name} tokenizer')
         out_dtype, ckpt = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype, source['checkpoint']
         pruner = Pruner(model.to(device).eval(), sparsity, prune_start=0, prune_end=0, prune_every=1, scope=scope,
                         pattern=pattern, score=score, prune_head=prune_head,
                         calib=(lambda: calib) if calibrated else None)
         T, meta = block_size or min(model.config.block_size, 1024), read_meta(data_dir) if data_dir else None
+        if meta:  # calibration and val batches must spell the model's ids
+            check_tokenizers(tok.meta(), meta, f"the model's tokenizer ({init_from})", f'the dataset {data_dir}')
         def batches(split, seed_, keys):  # the batches train.py draws for these keys
             data = open_tokens(data_dir, split, meta)
             if len(data) <= T:
@@ -362,15 +369,11 @@ def main():
         val = batches('val', 0, [(k,) for k in range(eval_iters)]) if meta else None
         if calibrated:  # train.py's batches of iteration 2**31-1, which no run reaches: never trained on
             calib = [b[:, :-1] for b in batches('train', seed, [(2**31 - 1, k) for k in range(calib_batches)])]
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         fail(e)
     if T > model.config.block_size:
         fail(f"block_size={T} exceeds the model's context of {model.config.block_size}", CONFIG_ERROR)
-    if meta and meta['vocab_size'] > model.config.vocab_size:
-        fail(f"the dataset's tokenizer has {meta['vocab_size']} ids but the model only {model.config.vocab_size}: "
-             f"use a dataset made with the model's tokenizer")
-    # TODO(shared val loop): data.estimate_loss(model, batches) replaces this
-    val_loss = torch.no_grad()(lambda: sum(model(b[:, :-1], b[:, 1:])[1].item() for b in val) / len(val))
+    val_loss = lambda: estimate_loss(model, [(b[:, :-1], b[:, 1:]) for b in val])[0]  # noqa: E731
     before = val_loss() if val else None
     if ((ckpt or {}).get('pruner') or {}).get('masks') is not None:  # a pruning run's checkpoint: its pruned
         pruner.set_masks(ckpt['pruner']['masks'])                    # weights stay pruned whatever the score
@@ -392,7 +395,10 @@ def main():
         print(f"val loss {before:.4f} -> {after:.4f}   perplexity {math.exp(before):.2f} -> {math.exp(after):.2f}")
     # provenance: the source's record (e.g. its expansion), this pruning appended
     meta = dict(source['record'], tokenizer=tok.meta(), pruning=source['record'].get('pruning', []) + [record])
-    save_pretrained(model.to(out_dtype), out_dir, extra_meta=meta, tokenizer=tok, replace=True)  # new/empty/ours
+    try:
+        save_pretrained(model.to(out_dtype), out_dir, extra_meta=meta, tokenizer=tok, replace=True)  # new/empty/ours
+    except (ValueError, OSError) as e:
+        fail(e)
     print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}; "
           f"{pattern}, {score}), {time.time() - t0:.1f}s")
 

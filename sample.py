@@ -5,6 +5,7 @@ Sample from a trained model, nanoGPT style; samples go to stdout, separated by '
 The tokenizer, unless named, is the model's (data/tokenizer.py's model_tokenizer: a checkpoint's dataset, a model
 directory's record or tokenizer.json, else the family's own).
 """
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import torch
 
 # -----------------------------------------------------------------------------

@@ -10,6 +10,7 @@ so a resume replays the same tokens. One run owns out_dir (train.lock, taken bef
 train_config.json, ckpt.pt (atomic, with a checksum), metrics.jsonl (a record per line), model/ with save_hf=True.
 docs/guarantees.md says what may change on resume.
 """
+import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import files
 from data import estimate_loss, open_tokens, read_meta, sample_batch, windows
-from data.tokenizer import check_tokenizers, tokenizer_from_meta
+from data.tokenizer import check_tokenizers, tokenizer_from_meta, tokenizer_record
 from hf_io import check_replaceable, load_model, save_pretrained
 from model import GPT, GPTConfig, PRESETS, peak_flops, preset_config
 
@@ -86,6 +87,7 @@ calib_batches = 8             # wanda / sparsegpt: train batches (never trained 
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16'            # autocast dtype on a GPU ('bfloat16' | 'float32'); the CPU trains in float32
 compile = False               # torch.compile the model (with fsdp: each block)
+compile_mode = None           # torch.compile's mode: None | 'max-autotune-no-cudagraphs' | 'reduce-overhead' (graphs)
 fsdp = False                  # torchrun only: shard weights, gradients and AdamW state over the ranks (FSDP2)
 seed = 1337
 wandb_log = False
@@ -108,7 +110,8 @@ config = configure(globals(), rules=dict(
     beta2=between(0, 1, hi_open=True), grad_clip=non_negative, final_sparsity=between(0, 1, hi_open=True),
     prune_start=non_negative, prune_end=non_negative, prune_every=positive,
     prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
-    score=one_of(*SCORES), calib_batches=positive, device=device_rule, dtype=one_of('bfloat16', 'float32'),
+    score=one_of(*SCORES), calib_batches=positive, device=device_rule,
+    compile_mode=one_of('default', 'max-autotune-no-cudagraphs', 'max-autotune', 'reduce-overhead'), dtype=one_of('bfloat16', 'float32'),
     seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
 if grow is not None:
     from expand import RULES as GROW_RULES
@@ -119,6 +122,24 @@ if grow is not None:
             check(f'grow[{k!r}]', v, None, GROW_RULES[k])
     except ValueError as e:
         fail(e, CONFIG_ERROR)
+if init_from == 'resume':  # the run continues as it was: the settings not given again are the checkpoint's
+    ckpt_file = os.path.join(out_dir, 'ckpt.pt')
+    try:
+        saved = torch.load(ckpt_file, map_location='cpu', weights_only=True, mmap=True)['config']
+    except FileNotFoundError:
+        fail(f"init_from='resume' but {ckpt_file} does not exist: train into this out_dir first")
+    except Exception as e:  # torch's own errors for a file that is not a checkpoint
+        fail(f"{ckpt_file} is not a readable checkpoint ({type(e).__name__}): restore it, or start a new out_dir")
+    # one given again must equal it, unless it only says how the run is watched, saved and computed, or how long
+    free = {'out_dir', 'data_dir', 'eval_interval', 'checkpoint_interval', 'log_interval', 'eval_iters', 'eval_only',
+            'save_hf', 'always_save_checkpoint', 'overwrite', 'init_from', 'max_iters', 'micro_batch_size', 'device',
+            'dtype', 'compile', 'compile_mode', 'wandb_log', 'wandb_project', 'wandb_run_name', 'calib_batches'}
+    changed = [k for k in saved if k in config and k not in free and k in _given and saved[k] != config[k]]
+    if changed:
+        fail(f"{ckpt_file} was trained with {changed[0]}={saved[changed[0]]!r}, not {config[changed[0]]!r}: a resume "
+             f"keeps what the run is (docs/guarantees.md); drop --{changed[0]}, or start a new out_dir", CONFIG_ERROR)
+    config.update({k: v for k, v in saved.items() if k in config and k not in _given and k != 'init_from'})
+    globals().update(config)  # data_dir may move (the dataset itself is compared on loading)
 config['min_lr'] = min_lr = learning_rate / 10 if min_lr is None else min_lr
 calibrated = final_sparsity > 0 and score in CALIBRATED
 try:
@@ -171,20 +192,32 @@ def agree(error):
         fail(error) if master else sys.exit(1)
 
 
-# out_dir: claimed (the lock) before anything is read or written; a run in it is never replaced unless told to
+# out_dir: a run in it is never replaced unless told to; it is claimed (train.lock) once everything is checked,
+# before the first write, and checked again then (two runs started at once: exactly one gets the lock)
 ckpt_path, metrics_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'metrics.jsonl')
-if not eval_only:
-    error = files.claim(out_dir) if master else None
-    if error is None and master and init_from != 'resume' and not overwrite and any(
+
+
+def out_dir_error():
+    """Why this run may not write into out_dir, or None (rank 0 asks; the others learn it through agree)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        return f"out_dir {out_dir} is a file, not a folder: choose another out_dir"
+    holder = files.lock_holder(os.path.join(out_dir, 'train.lock'))
+    if holder and holder != str(os.getpid()):
+        return f"{out_dir} is in use by pid {holder}: wait for it or choose another out_dir"
+    if init_from != 'resume' and not overwrite and any(
             os.path.exists(os.path.join(out_dir, f)) for f in ('ckpt.pt', 'metrics.jsonl', 'train_config.json')):
-        error = (f"out_dir {out_dir} already holds a run: continue it with --init_from=resume, choose another out_dir, "
-                 f"or pass --overwrite=True to replace it")
-    if error is None and master and save_hf:
-        try:  # the export must not replace anything this run did not write
+        return (f"out_dir {out_dir} already holds a run: continue it with --init_from=resume, choose another "
+                f"out_dir, or pass --overwrite=True to replace it")
+    try:
+        if save_hf:  # the export must not replace anything this run did not write
             check_replaceable(os.path.join(out_dir, 'model'))
-        except ValueError as e:
-            error = str(e)
-    agree(error)
+    except ValueError as e:
+        return str(e)
+    return files.check_dest(out_dir)
+
+
+if not eval_only:
+    agree(out_dir_error() if master else None)
 
 # data, its tokenizer (bits per byte for any model; byte-level models and exports need it), and the model
 try:
@@ -217,28 +250,20 @@ try:
         model, source = load_model(ckpt_path if init_from == 'resume' else init_from)  # float32: what AdamW updates
         if init_from == 'resume':
             checkpoint = source['checkpoint']
-            saved = checkpoint['config']
-            # what may change on resume: how the run is watched, saved and computed, and how long it runs
-            free = {'out_dir', 'eval_interval', 'checkpoint_interval', 'log_interval', 'eval_only', 'save_hf',
-                    'always_save_checkpoint',
-                    'overwrite', 'init_from', 'max_iters', 'micro_batch_size', 'device', 'dtype', 'compile',
-                    'wandb_log', 'wandb_project', 'wandb_run_name', 'block_size', 'calib_batches'}
-            changed = [k for k in saved if k not in free and k in config and saved[k] != config[k]]
-            if block_size is not None and block_size != saved['block_size']:
-                changed.append('block_size')
-            if changed:
-                k = changed[0]
-                raise ValueError(f"{ckpt_path} was trained with {k}={saved[k]!r}, not {config[k]!r}: a resume keeps "
-                                 f"what the run is (docs/guarantees.md); drop --{k}, or start a new out_dir")
             if max_iters < checkpoint['iter_num']:
                 raise ValueError(f"max_iters={max_iters} is below the checkpoint's iteration {checkpoint['iter_num']}:"
                                  f" a resume only continues")
             growth, origin = checkpoint.get('growth'), checkpoint.get('origin', init_from)
             record = checkpoint.get('record') or checkpoint.get('provenance') or {}
-            config['block_size'] = block_size = saved['block_size']
-            check_tokenizers(checkpoint['data'], meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
+            seen = checkpoint.get('data') or {}
+            check_tokenizers(seen, meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
+            if seen.get('train_tokens', meta.get('train_tokens')) != meta.get('train_tokens'):
+                raise ValueError(f"{ckpt_path} trained on a dataset of {seen['train_tokens']:,} tokens, {data_dir} "
+                                 f"holds {meta.get('train_tokens')}: resume on the run's own dataset")
         else:
             record = source['record']
+            if tokenizer_record(source) is not None:  # a model records the tokenizer its ids belong to
+                check_tokenizers(tokenizer_record(source), meta, f'the model {init_from}', f'the dataset {data_dir}')
             if set(shape) - {'block_size'}:
                 raise ValueError(f"init_from={init_from!r} takes the shape from the model: drop "
                                  f"{sorted(set(shape) - {'block_size'})}")
@@ -306,7 +331,7 @@ if fsdp:  # FSDP2: each block one unit (gathered for its forward/backward); the 
         block.compile() if compile else None
         fully_shard(block, mesh=mesh)
     fully_shard(raw_model, mesh=mesh)
-fwd_model = torch.compile(model) if compile and not fsdp else model  # evaluation's forward (no DDP)
+fwd_model = torch.compile(model, mode=compile_mode) if compile and not fsdp else model  # evaluation's forward
 model = DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp and not fsdp else fwd_model
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
 pruner, source_masks = None, None
@@ -326,7 +351,7 @@ if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pru
         pruner.set_masks(source_masks)
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 flops_per_iter, peak = raw_model.flops_per_token(block_size) * tokens_per_iter, peak_flops(device)
-iter_num, best_val_loss, loss_sum, iters_since_log = 0, float('inf'), torch.zeros((), device=device), 0
+iter_num, best_val_loss, best_iter, loss_sum, iters_since_log = 0, float('inf'), None, torch.zeros((), device=device), 0
 if checkpoint is not None:
     if fsdp:  # saved whole, keyed by parameter name
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -335,17 +360,20 @@ if checkpoint is not None:
         optimizer.load_state_dict(checkpoint['optimizer'])
     if pruner is not None:
         pruner.load_state_dict(checkpoint['pruner'])
-    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
     loss_value, iters_since_log = checkpoint['log_window']  # the open train-loss window: logged losses resume exactly
     loss_sum.fill_(loss_value if master else 0.0)
     ranks = checkpoint['rng_ranks']
-    if len(ranks) == world_size:
-        rng = ranks[rank]
-        torch.set_rng_state(rng['torch'])
-        if device_type == 'cuda' and 'cuda' in rng:
-            torch.cuda.set_rng_state(rng['cuda'])
-    else:  # another number of ranks: the data replays exactly, dropout cannot
-        torch.manual_seed(seed + rank + iter_num * world_size)
+    try:
+        if len(ranks) == world_size:
+            torch.set_rng_state(ranks[rank]['torch'])
+            if device_type == 'cuda' and 'cuda' in ranks[rank]:
+                torch.cuda.set_rng_state(ranks[rank]['cuda'])
+        else:  # another number of ranks: the data replays exactly, dropout cannot
+            torch.manual_seed(seed + rank + iter_num * world_size)
+    except (RuntimeError, KeyError, TypeError) as e:
+        fail(f"{ckpt_path}: its random state cannot be restored ({type(e).__name__}): the checkpoint is damaged; "
+             f"restore it or start a new out_dir")
     checkpoint = source = None  # free the loaded weights and optimizer state
 else:
     torch.manual_seed(seed + rank)  # after the (identical) init: dropout differs across ranks
@@ -379,9 +407,10 @@ def save_checkpoint(rng_ranks):
     error = None
     if master:
         ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config), config=config,
-                    iter_num=iter_num, best_val_loss=best_val_loss, rng_ranks=rng_ranks, origin=origin,
+                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=rng_ranks, origin=origin,
                     log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record,
-                    data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars')}, pruner=masks)
+                    data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars', 'train_tokens')},
+                    pruner=masks)
         ckpt['checksum'] = files.checksum(ckpt)
         try:
             files.write(ckpt_path, lambda f: torch.save(ckpt, f))
@@ -405,7 +434,7 @@ def log(record):
 
 def evaluate_and_save():
     """Every rank evaluates (a sharded forward needs them all; a replicated one gives all the same loss)."""
-    global best_val_loss
+    global best_val_loss, best_iter
     val_loss, val_bpb = evaluate(fwd_model)
     if not math.isfinite(val_loss):
         fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good state "
@@ -421,7 +450,7 @@ def evaluate_and_save():
     log(record)
     due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
     if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
-        best_val_loss = min(best_val_loss, val_loss)
+        best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
         rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
         ranks = [rng]
         if ddp:  # every rank's dropout state, so a resume on as many ranks is exact
@@ -435,6 +464,7 @@ if eval_only:
     if master:
         print(f"val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
     sys.exit(0)
+agree((files.claim(out_dir) or out_dir_error()) if master else None)
 if master:  # the record of what this run is; a resume drops the records of iterations it is about to replay
     try:
         if init_from != 'resume' and overwrite:
@@ -505,7 +535,8 @@ try:
                     f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else " (warm-up, not timed)")
                     + (f", mfu {mfu * 100:.1f}%" if mfu else ""))
             log(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
-                     tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu))
+                     tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu,
+                     **({'peak_mem_gib': torch.cuda.max_memory_allocated() / 2 ** 30} if device_type == 'cuda' else {})))
         if iter_num % eval_interval == 0 or iter_num == max_iters:
             if ddp and iters_since_log:  # the open train-loss window, folded into rank 0, which checkpoints it
                 dist.all_reduce(loss_sum)
@@ -527,7 +558,8 @@ if save_hf:  # out_dir/model: the weights after the last iteration (a sharded mo
         try:
             save_pretrained(export, os.path.join(out_dir, 'model'), tokenizer=tokenizer, replace=True, extra_meta=dict(
                 growth or record, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
-                best_val_loss=best_val_loss, **(pruner.stats() if pruner is not None else {})))
+                weights='last', best_val_loss=best_val_loss, best_iter=best_iter,
+                **(pruner.stats() if pruner is not None else {})))
         except (ValueError, OSError) as e:
             fail(e)
         print(f"wrote {out_dir}/model: the weights after iteration {iter_num}")

@@ -17,6 +17,7 @@ import zlib
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repo root
+import configurator  # noqa: E402,F401  (first: from here on Ctrl-C is one line and status 130)
 import files  # noqa: E402
 from data.tokenizer import TOKENIZERS, get_tokenizer  # noqa: E402
 
@@ -87,6 +88,8 @@ def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005,
     if os.path.exists(os.path.join(out_dir, 'meta.json')) and not overwrite:
         raise files.FileError(f"{out_dir} holds a prepared dataset: pass --overwrite=True to replace it, or choose "
                               f"another out_dir")
+    if files.check_dest(out_dir):
+        raise files.FileError(files.check_dest(out_dir))
     every = lambda i, f: int((i + 1) * f) > int(i * f)  # item i belongs to an evenly spread fraction f
     held = itertools.count()
     labelled = itertools.chain(((0, d) for d in docs), ((1, d) for d in val_docs)) if val_docs is not None else \
@@ -133,7 +136,14 @@ def write_dataset(out_dir, docs, tok, source, val_docs=None, val_fraction=0.005,
         if made and os.path.isdir(out_dir) and not os.listdir(out_dir):
             os.rmdir(out_dir)
     meta = dict(tok.meta(), dtype=dtype, source=source, **counts)
-    files.write_json(os.path.join(out_dir, 'meta.json'), meta)
+    try:
+        files.write_json(os.path.join(out_dir, 'meta.json'), meta)
+    except BaseException:  # no meta.json: not a dataset, so its .bin files go too (a new folder with them)
+        for s in names:
+            files.remove(os.path.join(out_dir, f'{s}.bin'))
+        if made and os.path.isdir(out_dir) and not os.listdir(out_dir):
+            os.rmdir(out_dir)
+        raise
     print(f"wrote {out_dir}: " + ', '.join(f"{counts[s + '_tokens']:,} {s} tokens ({counts[s + '_docs']:,} docs)"
                                            for s in names) + f", {dtype}")
     return meta

@@ -28,11 +28,72 @@ def data_dir(tmp_path_factory):
     return d
 
 
-def train_patched(patch, *args, timeout=120):
-    """train.py run as a user runs it, after `patch` (Python source) has run in the same process: how a test injects
-    a crash mid-save, a full disk, a slow first step, or watches what train.py does."""
+def train_patched(patch, *args, timeout=120, script='train.py', cwd=REPO):
+    """A script (train.py) run as a user runs it, after `patch` (Python source) has run in the same process: how a
+    test injects a crash mid-save, a full disk, Ctrl-C at a chosen point, or watches what the script does."""
     import subprocess
-    driver = (patch + "\nimport runpy, sys\nsys.argv = ['train.py'] + sys.argv[1:]\n"
-              "runpy.run_path('train.py', run_name='__main__')\n")
-    return subprocess.run([sys.executable, '-c', driver, *args], cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'),
+    driver = (f"import sys\nsys.path.insert(0, {REPO!r})\n" + patch + "\nimport runpy\n"
+              f"sys.argv = [{script!r}] + sys.argv[1:]\nrunpy.run_path({os.path.join(REPO, script)!r}, "
+              "run_name='__main__')\n")
+    return subprocess.run([sys.executable, '-c', driver, *args], cwd=cwd, env=dict(os.environ, OMP_NUM_THREADS='1'),
                           capture_output=True, text=True, timeout=timeout)
+
+
+SERVER = r'''
+import atexit, json, os, runpy, signal, sys, tempfile, traceback
+sys.path.insert(0, sys.argv[1])
+import configurator, numpy, torch, transformers, safetensors, tokenizers  # noqa: the imports every case shares
+import files, model, hf_io, prune, expand, data, data.tokenizer, data.prepare, byte_pool  # noqa
+for line in sys.stdin:
+    case = json.loads(line)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    pid = os.fork()
+    if pid == 0:  # the child runs the script as `python script args` would, then exits with its status
+        code = 1
+        try:
+            os.dup2(out.fileno(), 1)
+            os.dup2(err.fileno(), 2)
+            signal.alarm(case['timeout'])
+            os.chdir(case['cwd'])
+            os.environ.update(case['env'])
+            atexit._clear()
+            sys.argv = [case['script']] + case['args']
+            exec(case['patch'], {})
+            try:
+                runpy.run_path(os.path.join(case['repo'], case['script']), run_name='__main__')
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else (print(e.code, file=sys.stderr) or 1)
+            except BaseException:
+                sys.excepthook(*sys.exc_info())
+            atexit._run_exitfuncs()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    status = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    out.seek(0), err.seek(0)
+    print(json.dumps(dict(status=status, stdout=out.read().decode(errors='replace'),
+                          stderr=err.read().decode(errors='replace'))), flush=True)
+'''
+
+
+@pytest.fixture(scope='session')
+def script_runner():
+    """run(script, *args, cwd=..., patch='', env=None) -> (status, stdout, stderr): the script as `python script
+    args` runs it, in a child forked from one server process that has imported torch and the project once, so a
+    bad-input case costs milliseconds. patch: Python run in the child first (a full disk, a read-only place)."""
+    import json
+    import subprocess
+    proc = subprocess.Popen([sys.executable, '-c', SERVER, REPO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
+
+    def run(script, *args, cwd=REPO, patch='', env=None, timeout=120):
+        proc.stdin.write(json.dumps(dict(script=script, args=list(args), cwd=str(cwd), patch=patch, env=env or {},
+                                         timeout=timeout, repo=REPO)) + '\n')
+        proc.stdin.flush()
+        r = json.loads(proc.stdout.readline())
+        return r['status'], r['stdout'], r['stderr']
+    yield run
+    proc.stdin.close()
+    proc.wait(timeout=30)
