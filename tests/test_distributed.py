@@ -66,7 +66,7 @@ def test_fsdp_equals_ddp_with_pruning_and_resumes_exactly(data_dir, tmp_path):
     assert all(ta[it] == t2[it] for it in (1, 2, 4, 5, 6))
     ca = load_ckpt(a)
     assert all(torch.equal(ca['model'][k], v) for k, v in c2['model'].items())
-    r = torchrun(*common, f'--out_dir={a}', '--max_iters=8', '--init_from=resume', check=False)  # without fsdp
+    r = torchrun(*common, f'--out_dir={a}', '--max_iters=8', '--init_from=resume', '--fsdp=False', check=False)
     assert r.returncode != 0 and 'trained with fsdp=True' in r.stderr
 
 
