@@ -34,8 +34,7 @@ from model import GPT, GPTConfig, PRESETS, peak_flops, preset_config
 out_dir = 'out'
 data_dir = 'data/pydoc'       # a prepared dataset: train.bin, val.bin (test.bin), meta.json
 eval_interval = 250           # evaluate, log and save a checkpoint every this many iterations, and at the end
-checkpoint_interval = None    # save ckpt.pt only every this many iterations (a multiple of eval_interval); None: at
-                              # every evaluation. A checkpoint holds weights + AdamW state: 16 bytes per parameter
+checkpoint_interval = None    # save ckpt.pt every this many iterations (a multiple of eval_interval); None: each eval
 eval_iters = 20               # val batches per evaluation (the same batches in every run)
 log_interval = 10
 eval_only = False             # evaluate the initial model and exit, writing nothing
@@ -43,8 +42,7 @@ always_save_checkpoint = True # False: save ckpt.pt only when the val loss impro
 save_hf = False               # at the end also write out_dir/model, a Hugging Face directory
 overwrite = False             # True: a fresh run replaces the run in out_dir
 init_from = 'scratch'         # 'scratch' | 'resume' | a model directory, hub id, or another run's ckpt.pt
-grow = None                   # grow init_from first: expand.grow's settings, e.g. {'n_embd': 1024, 'method':
-                              # 'isotropic'} (n_embd, n_head, n_layer, mlp_width, method, depth_mode, noise, ...)
+grow = None                   # grow init_from first: expand.grow's settings, e.g. {'n_embd': 1024, 'method': 'isotropic'}
 model_preset = 'pythia-14m'   # scratch: a model.PRESETS name; the shape keys below override it
 arch = None                   # scratch shape keys (None: the preset's)
 n_layer = None
@@ -62,8 +60,7 @@ byte_block = 16               # bytes per token (a longer token keeps its first 
 byte_decoder = 'causal'       # 'causal' (byte by byte) | 'parallel'
 batch_size = 12               # sequences per micro-step: the global batch is gradient_accumulation_steps * batch_size
 gradient_accumulation_steps = 1  # micro-steps per iteration, over all ranks (a multiple of the world size)
-micro_batch_size = None       # sequences per forward/backward (divides each rank's share); None: batch_size. Speed and
-                              # memory only: the batch and its gradient stay the same
+micro_batch_size = None       # sequences per forward (None: batch_size): speed and memory only, the gradient is the same
 learning_rate = 6e-4          # AdamW; linear warmup, then cosine down to min_lr at lr_decay_iters
 min_lr = None                 # None: learning_rate / 10
 max_iters = 5000
@@ -115,11 +112,10 @@ config = configure(globals(), rules=dict(
     seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
 if grow is not None:
     from expand import RULES as GROW_RULES
+    unknown = Rule(lambda v: False, f"a setting of expand.grow: {', '.join(GROW_RULES)}")
     try:
         for k, v in grow.items():
-            if k not in GROW_RULES:
-                raise ValueError(f"grow has unknown key {k!r}: use {', '.join(GROW_RULES)}")
-            check(f'grow[{k!r}]', v, None, GROW_RULES[k])
+            check(f'grow[{k!r}]', v, None, GROW_RULES.get(k, unknown))
     except ValueError as e:
         fail(e, CONFIG_ERROR)
 if init_from == 'resume':  # the run continues as it was: the settings not given again are the checkpoint's
@@ -364,14 +360,11 @@ if checkpoint is not None:
     loss_value, iters_since_log = checkpoint['log_window']  # the open train-loss window: logged losses resume exactly
     loss_sum.fill_(loss_value if master else 0.0)
     ranks = checkpoint['rng_ranks']
-    try:
-        if len(ranks) == world_size:
+    try:  # another number of ranks: the data replays exactly, dropout cannot
+        torch.manual_seed(seed + rank + iter_num * world_size) if len(ranks) != world_size else \
             torch.set_rng_state(ranks[rank]['torch'])
-            if device_type == 'cuda' and 'cuda' in ranks[rank]:
-                torch.cuda.set_rng_state(ranks[rank]['cuda'])
-        else:  # another number of ranks: the data replays exactly, dropout cannot
-            torch.manual_seed(seed + rank + iter_num * world_size)
-    except (RuntimeError, KeyError, TypeError) as e:
+        torch.cuda.set_rng_state(ranks[rank]['cuda']) if device_type == 'cuda' and 'cuda' in ranks[rank] else None
+    except (RuntimeError, KeyError, TypeError, IndexError) as e:
         fail(f"{ckpt_path}: its random state cannot be restored ({type(e).__name__}): the checkpoint is damaged; "
              f"restore it or start a new out_dir")
     checkpoint = source = None  # free the loaded weights and optimizer state
@@ -381,12 +374,9 @@ else:
 
 def get_lr(it):
     """Linear warmup for warmup_iters, then cosine from learning_rate to min_lr at lr_decay_iters."""
-    if not decay_lr:
-        return learning_rate
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    decay_iters = lr_decay_iters or max_iters
-    ratio = min(1.0, (it - warmup_iters) / max(1, decay_iters - warmup_iters))
+    if not decay_lr or it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1) if decay_lr else learning_rate
+    ratio = min(1.0, (it - warmup_iters) / max(1, (lr_decay_iters or max_iters) - warmup_iters))
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
@@ -421,15 +411,12 @@ def save_checkpoint(rng_ranks):
 
 def log(record):
     """Rank 0 appends a record to metrics.jsonl (a torn last line is cut first, never merged) and tells wandb."""
-    error = None
-    if master:
-        try:
-            files.append_jsonl(metrics_path, record)
-        except files.FileError as e:
-            error = f"{e} (resume from the last checkpoint)"
-        if wandb_log and error is None:
-            wandb.log(record, step=record['iter'])
-    agree(error)
+    try:
+        files.append_jsonl(metrics_path, record) if master else None
+        wandb.log(record, step=record['iter']) if master and wandb_log else None
+        agree(None)
+    except files.FileError as e:
+        agree(f"{e} (resume from the last checkpoint)")
 
 
 def evaluate_and_save():
@@ -452,10 +439,8 @@ def evaluate_and_save():
     if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
         best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
         rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
-        ranks = [rng]
-        if ddp:  # every rank's dropout state, so a resume on as many ranks is exact
-            ranks = [None] * world_size
-            dist.all_gather_object(ranks, rng)
+        ranks = [rng] * world_size  # every rank's dropout state, so a resume on as many ranks is exact
+        dist.all_gather_object(ranks, rng) if ddp else None
         save_checkpoint(ranks)
 
 
