@@ -338,8 +338,9 @@ if checkpoint is None and init_from != 'scratch' and grow is None:  # a pruned s
     source_masks = pruned
 if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pruner'):
     from prune import Pruner
-    calib = (lambda: [get_batch('train', 2 ** 31 - 1)[0][:batch_size] for _ in range(calib_batches)]) if calibrated \
-        else None  # an iteration no run reaches: batches never trained on
+    calib = (lambda: [torch.from_numpy(sample_batch(splits['train'], seed, (2 ** 31 - 1, k), batch_size, block_size)[
+        :, :-1]).to(device) for k in range(calib_batches)]) if calibrated else None  # keys no iteration reaches: never
+    # trained on, and the same on every rank, so every rank prunes the same weights
     pruner = Pruner(raw_model, final_sparsity=final_sparsity, prune_start=prune_start, prune_end=prune_end,
                     prune_every=prune_every, prune_schedule=prune_schedule, scope=scope, pattern=pattern, score=score,
                     prune_head=prune_head, calib=calib)
