@@ -54,7 +54,7 @@ ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, iso
 COLORS = dict(zip(ROLES, ('C3', 'C1', 'C0', 'C4', 'C2', 'C7')))
 HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and eval.py lie beside this script
 SPEED = ('--micro_batch_size=', '--compile=')  # how fast a run goes, not what it computes: may change
-last_line = lambda text: (text.strip().splitlines() or [''])[-1]
+last_line = lambda text: (text.strip().splitlines() or [''])[-1].strip()
 point_name = lambda point: '_'.join(dict(learning_rate='lr', score='').get(k, k) + (
     f'{v:g}' if isinstance(v, float) else str(v)) for k, v in point) or 'base'
 name_of = lambda point: point_name(tuple(point.items()))

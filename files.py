@@ -18,16 +18,13 @@ WHY = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used u
        errno.ENOTDIR: "a part of the path is a file", errno.ENAMETOOLONG: "the name is too long"}
 os_error = lambda path, e, what='write': FileError(f"cannot {what} {path} ({WHY.get(e.errno, e.strerror or e)}): "
                                                    "free space or choose a writable place, then run again")
+_finite = lambda v: ({k: _finite(x) for k, x in v.items()} if isinstance(v, dict) else list(map(_finite, v))
+                     if isinstance(v, (list, tuple)) else str(v) if isinstance(v, float) and not math.isfinite(v)
+                     else v)  # inf and nan as strings: strict JSON has neither
 write_json = lambda path, obj: write(path, lambda f: json.dump(_finite(obj), f, indent=1), binary=False)
 write_text = lambda path, text: write(path, lambda f: f.write(text), binary=False)
 remove = lambda path: (shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path)
                        else os.remove(path) if os.path.lexists(path) else None)
-
-
-def _finite(v):  # inf and nan as strings: strict JSON has neither
-    if isinstance(v, (dict, list, tuple)):
-        return {k: _finite(x) for k, x in v.items()} if isinstance(v, dict) else [_finite(x) for x in v]
-    return str(v) if isinstance(v, float) and not math.isfinite(v) else v
 
 
 def write(path, writer, binary=True):
