@@ -28,15 +28,13 @@ from collections import namedtuple  # noqa: E402
 
 TYPES = (int, float, bool, str, type(None), tuple, list, dict)
 Rule = namedtuple('Rule', 'test what none', defaults=(False,))  # none=True: None is a meaningful value too
-positive, non_negative, non_empty = Rule(lambda v: v > 0, '> 0'), Rule(lambda v: v >= 0, '>= 0'), \
-    Rule(lambda v: len(v) > 0, 'non-empty')
-nullable = lambda r: r._replace(none=True)  # noqa: E731
-one_of = lambda *c: Rule(lambda v: v in c, 'one of ' + ', '.join(map(repr, c)))  # noqa: E731
-
-
-def between(lo, hi, lo_open=False, hi_open=False):
-    return Rule(lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi),
-                f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
+positive, non_negative = Rule(lambda v: v > 0, '> 0'), Rule(lambda v: v >= 0, '>= 0')
+non_empty = Rule(lambda v: len(v) > 0, 'non-empty')
+nullable = lambda r: r._replace(none=True)
+one_of = lambda *c: Rule(lambda v: v in c, 'one of ' + ', '.join(map(repr, c)))
+between = lambda lo, hi, lo_open=False, hi_open=False: Rule(
+    lambda v: (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi),
+    f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}")
 
 
 def _has_device(d):
@@ -61,15 +59,14 @@ def check(key, value, default, rule=None):
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{key}={value!r}: give a finite number")
     if value is not None and default is not None:
-        if isinstance(default, float) and type(value) is int:
-            value = float(value)
-        elif isinstance(default, (tuple, list)) and isinstance(value, (tuple, list)):
+        if (isinstance(default, float) and type(value) is int) or (
+                isinstance(default, (tuple, list)) and isinstance(value, (tuple, list))):
             value = type(default)(value)
         elif type(value) is not type(default):
             raise ValueError(f"{key} expects {type(default).__name__} (default {default!r}), got {value!r}")
     try:
         ok = value is None or rule is None or rule.test(value)
-    except (TypeError, ValueError, RuntimeError):
+    except (TypeError, ValueError, RuntimeError):  # a rule whose test raises is a failed check, not a crash
         ok = False
     if not ok:
         raise ValueError(f"{key}={value!r}: must be {rule.what}")
@@ -85,41 +82,38 @@ def parse(defaults, argv, rules, given=None):
             if not eq or key not in defaults:
                 raise ValueError(f"{arg}: write --key=value with a known key (--help lists them)")
             try:
-                value = ast.literal_eval(raw)
+                pairs = [(key, ast.literal_eval(raw))]
             except (ValueError, SyntaxError, MemoryError, RecursionError):
                 if not isinstance(defaults[key], (str, type(None))):
                     raise ValueError(f"{key}: cannot read {raw!r} as a {type(defaults[key]).__name__}") from None
-                value = raw  # a bare word is a string
+                pairs = [(key, raw)]  # a bare word is a string
+        else:
+            try:
+                with open(arg, encoding='utf-8') as f:
+                    exec(compile(f.read(), arg, 'exec'), scope := {})
+            except Exception as e:
+                raise ValueError(f"config file {arg}: {type(e).__name__}: {e}") from None
+            pairs = [(k, v) for k, v in scope.items() if not k.startswith('_') and isinstance(v, TYPES)]
+        for key, value in pairs:
+            if key not in defaults:
+                raise ValueError(f"config file {arg} sets unknown key {key!r}")
             config[key] = check(key, value, defaults[key], rules.get(key))
             given.add(key)
-            continue
-        try:
-            with open(arg, encoding='utf-8') as f:
-                scope = {}
-                exec(compile(f.read(), arg, 'exec'), scope)
-        except Exception as e:
-            raise ValueError(f"config file {arg}: {type(e).__name__}: {e}") from None
-        for key, value in scope.items():
-            if not key.startswith('_') and isinstance(value, TYPES):
-                if key not in defaults:
-                    raise ValueError(f"config file {arg} sets unknown key {key!r}")
-                config[key] = check(key, value, defaults[key], rules.get(key))
-                given.add(key)
     return config
 
 
 def configure(g, rules=None, argv=None):
-    """Parse argv against the script's settings (its module-level names of config types) and apply them to g."""
+    """Parse argv against the script's settings (its module-level names of config types) and apply them to g;
+    --help prints the script's docstring and its settings block as written between the two rule lines."""
     argv = sys.argv[1:] if argv is None else argv
     if '--help' in argv or '-h' in argv:
-        with open(g['__file__'], encoding='utf-8') as f:  # the docstring, then the settings block as written
-            text = f.read()
-        rule = '# ' + '-' * 77
+        with open(g['__file__'], encoding='utf-8') as f:
+            block = f.read().split('# ' + '-' * 77)
         print((g.get('__doc__') or '').strip() + '\n\nsettings (default  # meaning):\n' +
-              (text.split(rule)[1].strip() if text.count(rule) >= 2 else ''))
+              (block[1].strip() if len(block) > 2 else ''))
         sys.exit(0)
     defaults = {k: v for k, v in g.items()
-                if not k.startswith('_') and not k.isupper() and isinstance(v, TYPES) and not isinstance(v, (type, Rule))}
+                if not k.startswith('_') and not k.isupper() and isinstance(v, TYPES) and not isinstance(v, Rule)}
     g['_given'] = set()  # the settings a config file or --key=value set (train.py's resume takes the rest)
     try:
         config = parse(defaults, argv, rules or {}, g['_given'])

@@ -1,23 +1,19 @@
 """
-The grow experiment end to end, every arm tuned alike and seeded, and its answer drawn: does Recipe 2 (a small
-pretrained model grown function-preservingly, then trained while pruned back to the small model's non-zero count)
-reach a given loss with fewer tokens than Recipe 1 (the same large sparse model from scratch), than the status quo
-(the large model trained dense, pruned once, retrained) and than the small model continued?
+The grow experiment end to end, every arm tuned alike and seeded: does Recipe 2 (a small pretrained model grown
+function-preservingly, then trained while pruned back to the small model's non-zero count) reach a given loss with
+fewer tokens than Recipe 1 (the same large sparse model from scratch), than the status quo (the large model trained
+dense, pruned once, retrained) and than the small model continued?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
-  python experiment.py config/experiment_a.py                     # scale A on one GPU (results/README.md)
   python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
-An arm is train.py arguments plus a grid (train.py keys with lists of values). The protocol:
-  1. sweep   every point of every arm's grid at seeds[0]; an arm's best point has the lowest final val loss
-  2. seeds   each arm's best point again at seeds[1:], unless its best learning rate is at the grid's edge (extend
-             the grid first); arms that start from the small model get one pretrained at the same seed
-  3. report  the chosen runs' loss on the test split (train.py scores it at the last iteration; no choice reads
-             it), mean and standard deviation over seeds, the crossover N, tokens and FLOPs to Recipe 1's loss
-A run is train.py in exp_dir/<arm>/<point>_s<seed> (the small model: exp_dir/small/s<seed>), with
-  train.py <the arm's config files> <common> <its own --key=value> <the point's --key=value> --seed=<seed>
-where '{small}' stands for the small model. The experiment owns its run folders: rerunning the command continues it
-(a finished run, one whose final record is in metrics.jsonl, never runs again; a killed one resumes), and a folder
-holding a run of another command or config file text is refused. Writes exp_dir/summary.json, summary.md,
-hypothesis.png and lr.png.
+An arm is train.py arguments plus a grid (train.py keys with lists of values). 1. sweep: every point of every arm's
+grid at seeds[0]; an arm's best point has the lowest final val loss. 2. seeds: each best point again at seeds[1:],
+unless its best learning rate is at the grid's edge (extend the grid first). 3. report: the chosen runs' test loss
+(no choice reads it), mean and standard deviation over seeds, the crossover N, tokens and FLOPs to Recipe 1's loss.
+A run is train.py in exp_dir/<arm>/<point>_s<seed> (the small model, '{small}': exp_dir/small/s<seed>, pretrained
+at each seed unless given), with <the arm's config files> <common> <its --key=value> <the point's> --seed=<seed>.
+The experiment owns its run folders: rerunning the command continues it (a finished run never runs again, a killed
+one resumes); a folder holding a run of another command or config file text is refused. Writes exp_dir/summary.json,
+summary.md, hypothesis.png and lr.png.
 """
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import ctypes
@@ -25,9 +21,9 @@ import hashlib
 import itertools
 import math
 import os
+import pathlib
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -55,35 +51,35 @@ eval_args = []                # --key=value for eval.py (device, dtype, batch_si
 ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, isotropic growth',
              recipe1='Recipe 1: scratch, pruned', status_quo='status quo: dense, pruned once, retrained',
              small_continued='small model continued (dense)', dense_large='large dense from scratch')
+COLORS = dict(zip(ROLES, ('C3', 'C1', 'C0', 'C4', 'C2', 'C7')))
 HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and eval.py lie beside this script
 SPEED = ('--micro_batch_size=', '--compile=')  # how fast a run goes, not what it computes: may change
-COLORS = dict(recipe2='C3', recipe2_isotropic='C1', recipe1='C0', status_quo='C4', small_continued='C2',
-              dense_large='C7')
+last_line = lambda text: (text.strip().splitlines() or [''])[-1].strip()
+point_name = lambda point: '_'.join(dict(learning_rate='lr', score='').get(k, k) + (
+    f'{v:g}' if isinstance(v, float) else str(v)) for k, v in point) or 'base'
+name_of = lambda point: point_name(tuple(point.items()))
+pm = lambda m, s, digits=4: '–' if m is None else '∞' if m == math.inf else f"{m:.{digits}f}" + (
+    f" ± {s:.{digits}f}" if s else "")
+fmt_tokens = lambda t: {None: '–', math.inf: '∞'}[t] if t is None or t == math.inf else next(
+    (f"{t / s:.3g} {u}" for u, s in (('B', 1e9), ('M', 1e6), ('k', 1e3)) if t >= s), f"{t:.0f}")
+eval_cmd = lambda *a: [sys.executable, os.path.join(HERE, 'eval.py'), *a, f'--tasks={list(eval_tasks)!r}', *eval_args]
 
 
-# ----------------------------------------------------------------------------- curves
 def crossover(upper, lower):
     """The first token count at which `upper` (Recipe 1, starting higher) comes down to `lower`, both linear between
     their eval points (any two grids); None if not within the tokens both cover. On the union of the grids the
-    difference is linear between neighbours, so its first sign change is exact."""
+    difference is linear between neighbours, so where it first reaches 0 is exact."""
     lo, hi = max(upper[0][0], lower[0][0]), min(upper[-1][0], lower[-1][0])
-    t = np.array(sorted({x for x, _ in upper + lower if lo <= x <= hi}), dtype=np.float64)
-    if len(t) == 0:
-        return None
-    d = np.interp(t, *zip(*upper)) - np.interp(t, *zip(*lower))
-    hit = np.nonzero(d <= 0)[0]
-    if len(hit) == 0:
-        return None
-    i = hit[0]
-    return float(t[0]) if i == 0 else float(t[i - 1] + (t[i] - t[i - 1]) * d[i - 1] / (d[i - 1] - d[i]))
+    t = sorted({x for x, _ in upper + lower if lo <= x <= hi})
+    return tokens_to_reach(list(zip(t, np.interp(t, *zip(*upper)) - np.interp(t, *zip(*lower)))), 0)
 
 
 def tokens_to_reach(curve, target):
     """The first token count at which the curve's loss is <= target (linear between eval points), or None."""
     for i, (t, loss) in enumerate(curve):
         if loss <= target:
-            return float(t) if i == 0 else float(curve[i - 1][0] + (t - curve[i - 1][0]) *
-                                                  (curve[i - 1][1] - target) / (curve[i - 1][1] - loss))
+            t0, l0 = curve[i - 1] if i else (t, loss + 1)  # at the first point: t itself
+            return float(t0 + (t - t0) * (l0 - target) / (l0 - loss))
     return None
 
 
@@ -95,77 +91,67 @@ def best_point(finals, grid):
     return best, len(lrs) > 1 and dict(best)['learning_rate'] in (lrs[0], lrs[-1])
 
 
-def mean_std(values):
+def mean_std(values):  # (None, None) without a value, (inf, None) if one is inf
     v = [x for x in values if x is not None]
-    if not v or math.inf in v:
-        return (math.inf if v else None), None
-    return float(np.mean(v)), (float(np.std(v, ddof=1)) if len(v) > 1 else None)
+    return ((math.inf if v else None), None) if not v or math.inf in v else (
+        float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None)
 
 
-# ----------------------------------------------------------------------------- runs
+def mean_curve(curves):
+    """Mean loss over seeds at the eval points every seed has (the runs share one eval grid)."""
+    common_t = sorted(set.intersection(*(set(t for t, _ in c) for c in curves)))
+    return [(t, float(np.mean([dict(c)[t] for c in curves]))) for t in common_t]
+
+
 def grid(arm):
     """(every point of the arm's grid as a tuple of (key, value), crossed in the order given; the grid)."""
     g = {k: v for k, v in arms[arm].items() if k != 'args'}
     return [tuple(zip(g, vals)) for vals in itertools.product(*g.values())], g
 
 
-def point_name(point):
-    short = dict(learning_rate='lr', score='')
-    return '_'.join(short.get(k, k) + (f'{v:g}' if isinstance(v, float) else str(v)) for k, v in point) or 'base'
-
-
 class Run:
     def __init__(self, arm, point, seed):
-        self.arm, self.point, self.seed = arm, point, seed
-        small_dir = small or os.path.join(exp_dir, 'small', f's{seed}')
-        spec = [a.replace('{small}', small_dir) for a in (small_pretrain if arm == 'small' else arms[arm]['args'])]
-        self.from_small = arm != 'small' and any('{small}' in a for a in arms[arm]['args'])
+        self.arm, self.point, spec = arm, point, small_pretrain if arm == 'small' else arms[arm]['args']
+        self.from_small = arm != 'small' and any('{small}' in a for a in spec)
+        spec = [a.replace('{small}', small or os.path.join(exp_dir, 'small', f's{seed}')) for a in spec]
         self.name = f'small/s{seed}' if arm == 'small' else f'{arm}/{point_name(point)}_s{seed}'
         self.out_dir = os.path.join(exp_dir, self.name)
+        self.file = lambda name: os.path.join(self.out_dir, name)
         self.args = ([a for a in spec if not a.startswith('--')] + list(common) + [a for a in spec if a[:2] == '--']
                      + [f'--{k}={v if isinstance(v, str) else repr(v)}' for k, v in point] + [f'--seed={seed}'])
         self.needs = Run('small', (), seed) if self.from_small and small is None else None
 
-    def records(self):
-        return read_jsonl(os.path.join(self.out_dir, 'metrics.jsonl'))
-
-    def config(self):
-        path = os.path.join(self.out_dir, 'train_config.json')
-        return read_json(path, ('config', 'flops_per_token', 'params'), 'train_config.json') \
-            if os.path.exists(path) else None
+    def read(self):
+        """(train_config.json, None before the run writes it; the records of metrics.jsonl with a val loss)"""
+        tc = self.file('train_config.json')
+        return (read_json(tc, ('config', 'flops_per_token', 'params'), 'train_config.json') if os.path.exists(tc)
+                else None), [r for r in read_jsonl(self.file('metrics.jsonl')) if 'val_loss' in r]
 
     def finished(self):
-        tc = self.config()
-        end = tc and tc['config']['max_iters']
-        return tc is not None and any('val_loss' in r and r['iter'] >= end for r in self.records())
-
-    def command(self):
-        """train.py fresh, resumed from the checkpoint, or fresh again over a run killed before its first one."""
-        resume = os.path.exists(os.path.join(self.out_dir, 'ckpt.pt'))
-        extra = ['--init_from=resume'] if resume else ['--overwrite=True'] if os.path.isdir(self.out_dir) else []
-        launch = [sys.executable] if launcher == 'python' else shlex.split(launcher)
-        return launch + [os.path.join(HERE, 'train.py'), *self.args, f'--out_dir={self.out_dir}', *extra]
+        tc, evals = self.read()
+        return tc is not None and any(r['iter'] >= tc['config']['max_iters'] for r in evals)
 
     def start(self):
-        cmd = self.command()
-        how = 'resuming' if '--init_from=resume' in cmd else 'starting'
-        print(f"[{self.name}] {how}: {shlex.join(cmd)}", flush=True)
+        """train.py fresh, resumed from the checkpoint, or fresh again over a run killed before its first one."""
+        resume = os.path.exists(self.file('ckpt.pt'))
+        cmd = ([sys.executable] if launcher == 'python' else shlex.split(launcher)) + [
+            os.path.join(HERE, 'train.py'), *self.args, f'--out_dir={self.out_dir}',
+            *(['--init_from=resume'] if resume else ['--overwrite=True'] if os.path.isdir(self.out_dir) else [])]
+        print(f"[{self.name}] {'resuming' if resume else 'starting'}: {shlex.join(cmd)}", flush=True)
         os.makedirs(self.out_dir, exist_ok=True)
-        self.log = open(os.path.join(self.out_dir, 'train.log'), 'a')
-        self.log.write(f"$ {shlex.join(cmd)}\n")
-        self.log.flush()
+        self.log, self.t0 = open(self.file('train.log'), 'a'), time.time()
+        print(f"$ {shlex.join(cmd)}", file=self.log, flush=True)
         # PR_SET_PDEATHSIG: a killed runner takes its train.py along, so a rerun never races it on one out_dir
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=dict(
-            os.environ, PYTHONUNBUFFERED='1'), preexec_fn=lambda: ctypes.CDLL(None).prctl(1, signal.SIGTERM))
-        self.t0 = time.time()
+            os.environ, PYTHONUNBUFFERED='1'), preexec_fn=lambda: ctypes.CDLL(None).prctl(1, 15))  # 15: SIGTERM
+        return self
 
-    def done(self, rc):
+    def done(self):
         self.log.close()
-        if rc != 0:
-            with open(os.path.join(self.out_dir, 'train.log'), errors='replace') as f:
-                last = ([ln.strip() for ln in f if ln.strip()] or [''])[-1]
-            raise ValueError(f"run {self.name} failed (exit {rc}): {last[:300]} (log: {self.out_dir}/train.log); "
-                             f"rerun the experiment to continue once fixed")
+        if self.proc.returncode != 0:
+            last = last_line(pathlib.Path(self.file('train.log')).read_text(errors='replace'))
+            raise ValueError(f"run {self.name} failed (exit {self.proc.returncode}): {last[:300]} (log: "
+                             f"{self.out_dir}/train.log); rerun the experiment to continue once fixed")
         print(f"[{self.name}] finished in {time.time() - self.t0:.0f}s", flush=True)
 
 
@@ -173,16 +159,11 @@ def check_commands(runs):
     """Record each run's command and config files' text; refuse a folder that holds another command's run."""
     path = os.path.join(exp_dir, 'commands.json')
     recorded = read_json(path, what='commands.json') if os.path.exists(path) else {}
+    strip = lambda c: dict(c, args=[a for a in c.get('args', []) if not a.startswith(SPEED)])
     for r in runs:
-        texts = {}
-        for a in r.args:
-            if not a.startswith('--'):
-                with open(a, 'rb') as f:
-                    texts[a] = hashlib.sha256(f.read()).hexdigest()
-        now, before = dict(args=r.args, config_files=texts), recorded.get(r.name)
-        same = lambda b: b is not None and dict(b, args=[a for a in b['args'] if not a.startswith(SPEED)]) == dict(
-            now, args=[a for a in now['args'] if not a.startswith(SPEED)])  # noqa: E731
-        if os.path.isdir(r.out_dir) and os.listdir(r.out_dir) and not same(before):
+        now, before = dict(args=r.args, config_files={a: hashlib.sha256(pathlib.Path(a).read_bytes()).hexdigest()
+                                                      for a in r.args if not a.startswith('--')}), recorded.get(r.name)
+        if os.path.isdir(r.out_dir) and os.listdir(r.out_dir) and (before is None or strip(before) != strip(now)):
             if before is None:
                 raise ValueError(f"{r.out_dir} holds a run this experiment did not record: use another exp_dir, or "
                                  f"remove it")
@@ -198,8 +179,10 @@ def check_commands(runs):
 
 
 def run_all(runs):
-    """Every run not finished, `parallel` at once, each after the small model it starts from; a failure or Ctrl-C
-    stops the others (they resume on the next attempt)."""
+    """Every run not finished, each after the small model it starts from (recorded and run first, once), `parallel`
+    at once; a failure or Ctrl-C stops the others (they resume on the next attempt)."""
+    runs = list({r.needs.name: r.needs for r in runs if r.needs is not None}.values()) + runs
+    check_commands(runs)
     todo, active = [r for r in runs if not r.finished()], []
     for r in runs:
         if r not in todo:
@@ -208,13 +191,12 @@ def run_all(runs):
         while todo or active:
             for r in [r for r in todo if r.needs is None or r.needs.finished()][:parallel - len(active)]:
                 todo.remove(r)
-                r.start()
-                active.append(r)
+                active.append(r.start())
             if not active and todo:
                 raise ValueError(f"run {todo[0].name} needs {todo[0].needs.name}, which did not finish")
             for r in [r for r in active if r.proc.poll() is not None]:
                 active.remove(r)
-                r.done(r.proc.returncode)
+                r.done()
             time.sleep(0.2)
     finally:
         for r in active:
@@ -222,22 +204,16 @@ def run_all(runs):
             r.proc.wait()
 
 
-# ----------------------------------------------------------------------------- the answer
 def read_run(r):
     """What the summary needs of one run, or None before its first evaluation."""
-    tc, recs = r.config(), [x for x in r.records() if 'val_loss' in x]
+    (tc, recs), ev = r.read(), r.file('eval.json')
     if tc is None or not recs:
         return None
-    last, fpt, linear = recs[-1], tc['flops_per_token'], tc['params']['linear']
-    sunk = small_pretrain_tokens
-    if r.needs is not None:
-        pre = [x for x in r.needs.records() if 'val_loss' in x]
-        sunk = pre[-1]['tokens'] if pre else None
-    ev = os.path.join(r.out_dir, 'eval.json')
+    last, fpt, linear, pre = recs[-1], tc['flops_per_token'], tc['params']['linear'], r.needs and r.needs.read()[1]
     return dict(curve=[(x['tokens'], x['val_loss']) for x in recs], final_val_loss=last['val_loss'],
-                test_loss=last.get('test_loss'), tokens=last['tokens'],
-                finished=last['iter'] >= tc['config']['max_iters'],
-                flops_per_token=fpt, from_small=r.from_small, sunk_tokens=sunk if r.from_small else None,
+                test_loss=last.get('test_loss'), tokens=last['tokens'], flops_per_token=fpt, from_small=r.from_small,
+                finished=last['iter'] >= tc['config']['max_iters'], sunk_tokens=None if not r.from_small else
+                small_pretrain_tokens if r.needs is None else pre[-1]['tokens'] if pre else None,
                 # the non-zero share of the matmul FLOPs: 6 per live weight and token, averaged over the run so far
                 nonzero_share=1 - 6 * (linear - last.get('avg_linear_params', linear)) / fpt,
                 eval=read_json(ev) if os.path.exists(ev) else None)
@@ -246,10 +222,8 @@ def read_run(r):
 def summarize(names):
     sweep, out = [], {}
     for arm in names:
-        pts, g = grid(arm)
-        finals = {}
-        for p in pts:
-            d = read_run(Run(arm, p, seeds[0]))
+        (pts, g), finals = grid(arm), {}
+        for p, d in [(p, read_run(Run(arm, p, seeds[0]))) for p in pts]:
             if d is not None:
                 sweep.append(dict(arm=arm, point=dict(p), final_val_loss=d['final_val_loss'], finished=d['finished']))
                 finals.update({p: d['final_val_loss']} if d['finished'] else {})
@@ -262,28 +236,23 @@ def summarize(names):
         raise ValueError("no finished Recipe 1 run yet: run the experiment first (without plot_only)")
     r1 = out['recipe1']['runs']
     for arm, a in out.items():
-        runs = a['runs']
+        runs, ups = a['runs'], []
         a['seeds'] = sorted(runs)
         a['final_val_loss'], a['final_val_loss_std'] = mean_std(d['final_val_loss'] for d in runs.values())
         a['test_loss'], a['test_loss_std'] = mean_std(d['test_loss'] for d in runs.values())
-        # per seed against Recipe 1 at the same seed: tokens (after growth, and with the small model's pretraining),
-        # FLOPs as the dense matmuls that ran and as the non-zero weights' share, each Recipe 1's / this arm's
-        ups = {k: [] for k in ('tokens', 'with_pretraining', 'flops', 'flops_nonzero')}
+        # per seed against Recipe 1 at the same seed, Recipe 1's / this arm's: tokens (after growth, and with the
+        # small model's pretraining), FLOPs as the dense matmuls that ran and as the non-zero weights' share
         for s, d in runs.items():
-            ref = r1.get(s)
-            t = None if ref is None else tokens_to_reach(d['curve'], ref['final_val_loss'])
-            if t is None:
+            if s not in r1 or (t := tokens_to_reach(d['curve'], r1[s]['final_val_loss'])) is None:
                 continue
-            ratio = lambda a_, b_: a_ / b_ if b_ > 0 else math.inf  # noqa: E731
-            ups['tokens'].append(ratio(ref['tokens'], t))
-            ups['with_pretraining'].append(None if d['sunk_tokens'] is None and d['from_small']
-                                           else ratio(ref['tokens'], t + (d['sunk_tokens'] or 0)))
-            f, f_ref = t * d['flops_per_token'], ref['tokens'] * ref['flops_per_token']
-            ups['flops'].append(ratio(f_ref, f))
-            ups['flops_nonzero'].append(ratio(f_ref * ref['nonzero_share'], f * d['nonzero_share']))
-        for k, v in ups.items():
-            a[f'speedup_{k}'], a[f'speedup_{k}_std'] = mean_std(v)
-        a['reached_recipe1'] = f"{len(ups['tokens'])}/{len(runs)}"
+            ref, f, sunk = r1[s], t * d['flops_per_token'], d['sunk_tokens']
+            f_ref, pre = ref['tokens'] * ref['flops_per_token'], None if sunk is None and d['from_small'] else sunk or 0
+            ups.append([(ref['tokens'], t), (ref['tokens'], None if pre is None else t + pre), (f_ref, f),
+                        (f_ref * ref['nonzero_share'], f * d['nonzero_share'])])
+        for k, pairs in zip(('tokens', 'with_pretraining', 'flops', 'flops_nonzero'), zip(*ups) if ups else [()] * 4):
+            a[f'speedup_{k}'], a[f'speedup_{k}_std'] = mean_std(x / b if b > 0 else math.inf for x, b in pairs
+                                                                if b is not None)
+        a['reached_recipe1'] = f"{len(ups)}/{len(runs)}"
         a['mean_curve'] = mean_curve([d['curve'] for d in runs.values()])
     r1_curve = out['recipe1']['mean_curve']
     for arm, a in out.items():  # N: where Recipe 1 meets an arm that starts from the small model
@@ -293,57 +262,39 @@ def summarize(names):
                 N_text=f"N = {fmt_tokens(N)} tokens" if N is not None else f"N not reached within {fmt_tokens(budget)}")
 
 
-def mean_curve(curves):
-    """Mean loss over seeds at the eval points every seed has (the runs share one eval grid)."""
-    common_t = sorted(set.intersection(*(set(t for t, _ in c) for c in curves)))
-    return [(t, float(np.mean([dict(c)[t] for c in curves]))) for t in common_t]
-
-
-def fmt_tokens(t):
-    if t is None or t == math.inf:
-        return {None: '–', math.inf: '∞'}[t]
-    return next((f"{t / s:.3g} {u}" for u, s in (('B', 1e9), ('M', 1e6), ('k', 1e3)) if t >= s), f"{t:.0f}")
-
-
-def pm(m, s, digits=4):
-    return '–' if m is None else '∞' if m == math.inf else f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s else "")
-
-
 def markdown(s):
     rows = [f"{s['N_text']}; seeds {s['seeds']}; mean ± standard deviation over seeds.", "",
             "| arm | best point | seeds | final val loss | test loss | tokens to Recipe 1's loss: speed-up | with "
             "pretraining | FLOPs: dense / non-zero | Recipe 1 meets it at |", "|---|---|---|---|---|---|---|---|---|"]
-    for arm, a in s['arms'].items():
-        rows.append(f"| {arm} | {point_name(tuple(a['point'].items()))}{' (grid edge)' if a['at_grid_edge'] else ''} | "
-                    f"{len(a['seeds'])} | {pm(a['final_val_loss'], a['final_val_loss_std'])} | "
-                    f"{pm(a['test_loss'], a['test_loss_std'])} | {pm(a['speedup_tokens'], a['speedup_tokens_std'], 2)}"
-                    f" ({a['reached_recipe1']}) | {pm(a['speedup_with_pretraining'], None, 2)} | "
-                    f"{pm(a['speedup_flops'], None, 2)} / {pm(a['speedup_flops_nonzero'], None, 2)} | "
-                    f"{fmt_tokens(a['N']) if arm != 'recipe1' else ''} |")
+    rows += [f"| {arm} | {name_of(a['point'])}{' (grid edge)' if a['at_grid_edge'] else ''} | {len(a['seeds'])} | "
+             f"{pm(a['final_val_loss'], a['final_val_loss_std'])} | {pm(a['test_loss'], a['test_loss_std'])} | "
+             f"{pm(a['speedup_tokens'], a['speedup_tokens_std'], 2)} ({a['reached_recipe1']}) | "
+             f"{pm(a['speedup_with_pretraining'], None, 2)} | {pm(a['speedup_flops'], None, 2)} / "
+             f"{pm(a['speedup_flops_nonzero'], None, 2)} | {fmt_tokens(a['N']) if arm != 'recipe1' else ''} |"
+             for arm, a in s['arms'].items()]
     rows += ["", f"Every point of the sweep (seed {s['seeds'][0]}; each arm's best by final val loss):", "",
              "| arm | point | final val loss |", "|---|---|---|"]
-    rows += [f"| {p['arm']} | {point_name(tuple(p['point'].items()))} | {p['final_val_loss']:.4f}"
+    rows += [f"| {p['arm']} | {name_of(p['point'])} | {p['final_val_loss']:.4f}"
              f"{'' if p['finished'] else ' (unfinished)'} |" for p in s['sweep']]
     return '\n'.join(rows) + '\n'
 
 
 def plot(s):
+    """hypothesis.png: each arm at its best point, the mean over seeds and the min-max band; lr.png: the sweep."""
     try:
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
-    fig, ax = plt.subplots(figsize=(8, 5))
-    lows = []
-    for arm, a in s['arms'].items():  # each arm at its best point: the mean over seeds, the min-max band
+    (fig, ax), (fig_lr, ax_lr), lows, lines = plt.subplots(figsize=(8, 5)), plt.subplots(figsize=(7, 4.5)), [], {}
+    for arm, a in s['arms'].items():
         t = np.array([x for x, _ in a['mean_curve']])
         band = np.array([[dict(d['curve'])[x] for x in t] for d in a['runs'].values()])
-        n = len(band)
         ax.plot(t / 1e6, band.mean(0), color=COLORS.get(arm), lw=2 if arm in ('recipe1', 'recipe2') else 1.2,
                 ls='--' if arm in ('small_continued', 'dense_large') else '-',
-                label=f"{ROLES.get(arm, arm)}, {point_name(tuple(a['point'].items()))} ({n} seed{'s' * (n > 1)})")
-        if n > 1:
+                label=f"{ROLES.get(arm, arm)}, {name_of(a['point'])} ({len(band)} seed{'s' * (len(band) > 1)})")
+        if len(band) > 1:
             ax.fill_between(t / 1e6, band.min(0), band.max(0), color=COLORS.get(arm), alpha=0.2, lw=0)
         lows += list(band.mean(0))
     if s['N'] is not None:
@@ -352,78 +303,58 @@ def plot(s):
     ax.set(ylim=(min(lows) - 0.05 * (top - min(lows)), top), xlabel='training tokens after growth (M)',
            ylabel='val loss (nats/token)')
     ax.set_title(f"{title or exp_dir}\n{s['N_text']}; bands: min-max over seeds", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(exp_dir, 'hypothesis.png'), dpi=120)
-    fig, ax = plt.subplots(figsize=(7, 4.5))  # final val loss against the learning rate: one line per arm and score
-    lines = {}
-    for p in s['sweep']:
+    for p in s['sweep']:  # final val loss against the learning rate: a line per arm and rest of the point
         if p['finished'] and 'learning_rate' in p['point']:
-            rest = point_name(tuple((k, v) for k, v in p['point'].items() if k != 'learning_rate'))
+            rest = name_of({k: v for k, v in p['point'].items() if k != 'learning_rate'})
             lines.setdefault((p['arm'], rest), []).append((p['point']['learning_rate'], p['final_val_loss']))
     for (arm, rest), pts in lines.items():
-        ax.plot(*zip(*sorted(pts)), marker='o', color=COLORS.get(arm), ls='--' if rest == 'balanced' else '-',
-                label=f"{arm} {rest if rest != 'base' else ''}")
-    ax.set(xscale='log', xlabel='peak learning rate', ylabel=f"final val loss (seed {s['seeds'][0]})")
-    ax.set_title('the sweep: every arm at every point of the same grid', fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(exp_dir, 'lr.png'), dpi=120)
+        ax_lr.plot(*zip(*sorted(pts)), marker='o', color=COLORS.get(arm), ls='--' if rest == 'balanced' else '-',
+                   label=f"{arm} {rest if rest != 'base' else ''}")
+    ax_lr.set(xscale='log', xlabel='peak learning rate', ylabel=f"final val loss (seed {s['seeds'][0]})")
+    ax_lr.set_title('the sweep: every arm at every point of the same grid', fontsize=9)
+    for f, name in ((fig, 'hypothesis.png'), (fig_lr, 'lr.png')):
+        f.axes[0].legend(fontsize=7)
+        f.tight_layout()
+        f.savefig(os.path.join(exp_dir, name), dpi=120)
     plt.close('all')
 
 
-def write_summary(names):
-    s = summarize(names)
-    write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(seed): {
-        x: y for x, y in d.items() if x != 'curve'} for seed, d in a['runs'].items()}) for k, a in s['arms'].items()}))
-    write_text(os.path.join(exp_dir, 'summary.md'), markdown(s))
-    print(markdown(s))
-    plot(s)
-
-
-# ----------------------------------------------------------------------------- checks and main
 def check_config():
     """Everything checkable before the first run: the arms, the grids, and eval.py's settings (it runs last)."""
-    if 'recipe1' not in arms:
-        raise ValueError("arms must name 'recipe1' (the large sparse model from scratch), each "
-                         "dict(args=[train.py arguments], <key>=[values], ...)")
-    if len(set(seeds)) < len(seeds) or not all(isinstance(s, int) and 0 <= s < 2 ** 63 for s in seeds):
-        raise ValueError(f"seeds={seeds!r}: give distinct integers in [0, 2**63)")
+    def need(ok, why):
+        if not ok:
+            raise ValueError(why)
+    form = "dict(args=[train.py arguments], <key>=[values], ...)"
+    need('recipe1' in arms, f"arms must name 'recipe1' (the large sparse model from scratch), each {form}")
+    need(all(isinstance(s, int) and 0 <= s < 2 ** 63 for s in seeds) and len(set(seeds)) == len(seeds),
+         f"seeds={seeds!r}: give distinct integers in [0, 2**63)")
     for name, spec in {**arms, **({'small': dict(args=small_pretrain)} if small_pretrain else {})}.items():
-        if not name.replace('_', '').isalnum() or (name == 'small' and name in arms):
-            raise ValueError(f"arm name {name!r}: letters, digits and '_' (it names a folder), and not 'small'")
-        if not isinstance(spec, dict) or not isinstance(spec.get('args'), (list, tuple)) or \
-                not all(isinstance(a, str) for a in spec['args']):
-            raise ValueError(f"arm {name!r}: give dict(args=[train.py arguments], <key>=[values], ...)")
+        need(name.replace('_', '').isalnum() and not (name == 'small' and name in arms),
+             f"arm name {name!r}: letters, digits and '_' (it names a folder), and not 'small'")
+        need(isinstance(spec, dict) and isinstance(spec.get('args'), (list, tuple)) and all(
+            isinstance(a, str) for a in spec['args']), f"arm {name!r}: give {form}")
         for k, v in spec.items():
-            if k != 'args' and (k in ('seed', 'out_dir', 'overwrite', 'init_from') or not isinstance(v, (list, tuple))
-                                or not v or len(set(map(repr, v))) < len(v)):
-                raise ValueError(f"arm {name!r}: grid key {k} needs a list of distinct values (seeds, out_dir, "
-                                 f"overwrite and init_from are the experiment's)")
+            need(k == 'args' or (k not in ('seed', 'out_dir', 'overwrite', 'init_from') and isinstance(v, (list, tuple))
+                                 and v and len(set(map(repr, v))) == len(v)), f"arm {name!r}: grid key {k} needs a "
+                 f"list of distinct values (seeds, out_dir, overwrite and init_from are the experiment's)")
         for a in spec['args']:
-            if a.startswith('--') and ('=' not in a or a.split('=')[0] in ('--out_dir', '--overwrite', '--seed')):
-                raise ValueError(f"arm {name!r}: {a!r}: give --key=value; out_dir, overwrite and seed are set here")
-            if not a.startswith('--') and not os.path.isfile(a):
-                raise ValueError(f"arm {name!r}: config file {a} does not exist")
-    if any('{small}' in a for spec in arms.values() for a in spec['args']) and (small is None) == (not small_pretrain):
-        raise ValueError("set one of small (the small pretrained model) and small_pretrain (arguments that "
-                         "pretrain it)")
-    if not all(isinstance(a, str) and a.startswith('--') and '=' in a for a in list(common) + list(eval_args)):
-        raise ValueError("common and eval_args take --key=value arguments only")
-    if only is not None and (not isinstance(only, (list, tuple)) or set(only) - set(arms)):
-        raise ValueError(f"only={only!r}: give a list of arm names from {sorted(arms)}")
-    if os.path.exists(exp_dir) and not os.path.isdir(exp_dir):
-        raise ValueError(f"exp_dir {exp_dir} is a file: choose a folder")
-    if not plot_only and check_dest(exp_dir):
-        raise ValueError(check_dest(exp_dir))
-    if launcher != 'python' and not shutil.which(shlex.split(launcher)[0]):
-        raise ValueError(f"launcher {shlex.split(launcher)[0]!r} is not a command on this machine: use 'python' or "
-                         f"e.g. 'torchrun --standalone --nproc_per_node=8'")
-    if eval_tasks:
-        p = subprocess.run([sys.executable, os.path.join(HERE, 'eval.py'), '--check_only=True', f'--tasks={list(eval_tasks)!r}',
-                            *eval_args], capture_output=True, text=True)
-        if p.returncode != 0:
-            raise ValueError(f"eval_args: {(p.stderr.strip().splitlines() or [''])[-1].removeprefix('error: ')}")
+            need(not a.startswith('--') or ('=' in a and a.split('=')[0] not in ('--out_dir', '--overwrite', '--seed')),
+                 f"arm {name!r}: {a!r}: give --key=value; out_dir, overwrite and seed are set here")
+            need(a.startswith('--') or os.path.isfile(a), f"arm {name!r}: config file {a} does not exist")
+    need(not any('{small}' in a for spec in arms.values() for a in spec['args']) or (small is None) != (
+        not small_pretrain), "set one of small (the small pretrained model) and small_pretrain (arguments that "
+         "pretrain it)")
+    need(all(isinstance(a, str) and a.startswith('--') and '=' in a for a in list(common) + list(eval_args)),
+         "common and eval_args take --key=value arguments only")
+    need(only is None or (isinstance(only, (list, tuple)) and not set(only) - set(arms)),
+         f"only={only!r}: give a list of arm names from {sorted(arms)}")
+    need(not os.path.exists(exp_dir) or os.path.isdir(exp_dir), f"exp_dir {exp_dir} is a file: choose a folder")
+    need(plot_only or not check_dest(exp_dir), check_dest(exp_dir))
+    cmd = (shlex.split(launcher) or [''])[0]
+    need(launcher == 'python' or shutil.which(cmd), f"launcher {cmd!r} is not a command on this machine: use 'python' "
+         f"or e.g. 'torchrun --standalone --nproc_per_node=8'")
+    p = eval_tasks and subprocess.run(eval_cmd('--check_only=True'), capture_output=True, text=True)
+    need(not p or p.returncode == 0, p and f"eval_args: {last_line(p.stderr).removeprefix('error: ')}")
 
 
 def main():
@@ -439,10 +370,7 @@ def main():
     names, made = [a for a in arms if only is None or a in only], not os.path.exists(exp_dir)
     try:
         if not plot_only:
-            sweep = [Run(a, p, seeds[0]) for a in names for p in grid(a)[0]]
-            pretrain = [r.needs for r in sweep if r.needs is not None][:1]
-            check_commands(pretrain + sweep)
-            run_all(pretrain + sweep)
+            run_all(sweep := [Run(a, p, seeds[0]) for a in names for p in grid(a)[0]])
             more, chosen = [], []
             for a in names:
                 runs = {r.point: r for r in sweep if r.arm == a}
@@ -452,20 +380,19 @@ def main():
                           f"the grid before its seeds run", flush=True)
                 new = [] if edge else [Run(a, best, s) for s in seeds[1:]]
                 more, chosen = more + new, chosen + [runs[best]] + new
-            pretrain = list({r.needs.name: r.needs for r in more if r.needs is not None}.values())
-            check_commands(pretrain + more)
-            run_all(pretrain + more)
-            for r in chosen if eval_tasks else []:  # eval.py on each chosen run that has none yet
-                result = os.path.join(r.out_dir, 'eval.json')
-                if not os.path.exists(result):
-                    cmd = [sys.executable, os.path.join(HERE, 'eval.py'), f'--init_from={r.out_dir}', f'--tasks={list(eval_tasks)!r}',
-                           f'--out_json={result}', *eval_args]
-                    print(f"[{r.name}] evaluating: {shlex.join(cmd)}", flush=True)
-                    p = subprocess.run(cmd, capture_output=True, text=True)
-                    if p.returncode != 0:
-                        why = (p.stderr.strip().splitlines() or [''])[-1]
-                        raise ValueError(f"eval.py failed on {r.out_dir}: {why}")
-        write_summary(names)
+            run_all(more)
+            for r in [r for r in chosen if eval_tasks and not os.path.exists(r.file('eval.json'))]:
+                cmd = eval_cmd(f'--init_from={r.out_dir}', f"--out_json={r.file('eval.json')}")
+                print(f"[{r.name}] evaluating: {shlex.join(cmd)}", flush=True)
+                if (p := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
+                    raise ValueError(f"eval.py failed on {r.out_dir}: {last_line(p.stderr)}")
+        s = summarize(names)
+        write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(seed): {
+            x: y for x, y in d.items() if x != 'curve'} for seed, d in a['runs'].items()})
+            for k, a in s['arms'].items()}))
+        write_text(os.path.join(exp_dir, 'summary.md'), markdown(s))
+        print(markdown(s))
+        plot(s)
     except (ValueError, OSError) as e:
         fail(e)
     except KeyboardInterrupt:
