@@ -1,15 +1,9 @@
-"""
-Speed, measured where the experiments spend their GPU time. Run on a GPU; every speed number in results/ came from here.
-  python bench.py                      # the experiment's own runs: small models and grown arms, dense and masked, each
-                                       # alone and `parallel` at once as experiment.py runs them
-  python bench.py --mode=anchors       # this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2 written here,
-                                       # all compiled, at the 70m / 160m / 410m shapes
-  python bench.py --mode=sparse24      # 2:4 semi-structured linears against dense ones (inference)
-A workload is train.py itself (the same step, batches, masks and logging) for num_iters iterations on data_dir: its
-tokens/s and MFU are the medians of its log lines after the first (compile and warm-up are not timed), its peak memory
-the largest it logged. N copies at once share the GPU; the aggregate is their sum. Writes out_json.
-"""
-import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
+"""Speed where the experiments spend their GPU time (a GPU only; every speed number in results/ came from here). Modes:
+experiment (default): train.py itself on data_dir, each workload under each variant, alone and `parallel` at once as
+experiment.py runs them; tokens/s and MFU: the medians of its log lines after the first (compile and warm-up untimed),
+the aggregate the copies' sum. anchors: this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2 written here,
+compiled, at the anchors' shapes. sparse24: 2:4 semi-structured linears vs dense ones (inference). Writes out_json."""
+import configurator as cf  # first: from here on Ctrl-C is one line and status 130
 import json
 import os
 import subprocess
@@ -23,15 +17,11 @@ import torch
 mode = 'experiment'           # 'experiment' | 'anchors' | 'sparse24'
 data_dir = 'data/enwiki_neox'  # experiment: a prepared GPT-NeoX dataset
 _sparse = ['--final_sparsity=0.567', '--prune_start=1', '--prune_end=1']  # masked from iteration 2 on
+_grown = lambda p, d, h: [f'--model_preset=pythia-{p}', f'--n_embd={d}', f'--n_head={h}', f'--mlp_width={4 * d}']
 workloads = {                 # experiment: name -> train.py arguments (the experiments' shapes)
-    '14m': ['--model_preset=pythia-14m'],
-    '31m': ['--model_preset=pythia-31m'],
-    '70m': ['--model_preset=pythia-70m'],
-    '14m->256': ['--model_preset=pythia-14m', '--n_embd=256', '--n_head=8', '--mlp_width=1024'],
-    '14m->256 masked': ['--model_preset=pythia-14m', '--n_embd=256', '--n_head=8', '--mlp_width=1024', *_sparse],
-    '31m->512': ['--model_preset=pythia-31m', '--n_embd=512', '--n_head=16', '--mlp_width=2048'],
-    '70m->1024': ['--model_preset=pythia-70m', '--n_embd=1024', '--n_head=16', '--mlp_width=4096'],
-    '70m->1024 masked': ['--model_preset=pythia-70m', '--n_embd=1024', '--n_head=16', '--mlp_width=4096', *_sparse]}
+    **{m: [f'--model_preset=pythia-{m}'] for m in ('14m', '31m', '70m')}, '14m->256': _grown('14m', 256, 8),
+    '14m->256 masked': _grown('14m', 256, 8) + _sparse, '31m->512': _grown('31m', 512, 16),
+    '70m->1024': _grown('70m', 1024, 16), '70m->1024 masked': _grown('70m', 1024, 16) + _sparse}
 common = ['--block_size=1024', '--batch_size=16', '--gradient_accumulation_steps=4', '--compile=True']
 variants = {'micro 16': [], 'micro 64': ['--micro_batch_size=64']}  # each workload under each
 parallel = [1, 6]             # copies of a workload at once
@@ -43,78 +33,57 @@ warmup_iters = 5
 out_json = None
 device = 'cuda'
 # -----------------------------------------------------------------------------
-from configurator import CONFIG_ERROR, configure, fail, one_of, positive  # noqa: E402
 from files import check_dest, write_json  # noqa: E402
 from model import GPT, PRESETS, peak_flops, preset_config  # noqa: E402
-config = configure(globals(), rules=dict(mode=one_of('experiment', 'anchors', 'sparse24'), num_iters=positive,
-                                         batch_size=positive, block_size=positive, warmup_iters=positive))
+config = cf.configure(globals(), rules=dict(mode=cf.one_of('experiment', 'anchors', 'sparse24'), num_iters=cf.positive,
+                                            batch_size=cf.positive, block_size=cf.positive, warmup_iters=cf.positive))
 if out_json and check_dest(out_json):
-    fail(check_dest(out_json))
+    cf.fail(check_dest(out_json))
 if not torch.cuda.is_available() or not set(anchors) <= set(PRESETS):
-    fail("bench.py measures a GPU: run it where torch sees one (and anchors among model.PRESETS)", CONFIG_ERROR)
+    cf.fail("bench.py measures a GPU: run it where torch sees one (and anchors among model.PRESETS)", cf.CONFIG_ERROR)
 results = dict(config=config, gpu=torch.cuda.get_device_name(), torch=torch.__version__, rows=[])
+median = lambda xs: v[len(v) // 2] if (v := sorted(x for x in xs if x is not None)) else None
 
 
-def launch(name, args, n, tmp):
+def launch(name, args, n):
     """n copies of train.py at once; (their metrics records, wall seconds)."""
-    outs = [os.path.join(tmp, f'{name}-{n}-{i}'.replace(' ', '_').replace('>', '')) for i in range(n)]
-    cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py'), f'--data_dir={data_dir}',
-           *common, *args, f'--max_iters={num_iters}', f'--eval_interval={num_iters}', '--eval_iters=1',
-           '--log_interval=5']
-    t0 = time.time()
-    procs = [subprocess.Popen(cmd + [f'--out_dir={o}', f'--seed={i}'], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for i, o in enumerate(outs)]
-    for p in procs:
-        if p.wait():
-            fail(f"{name}: train.py failed: {p.stderr.read().strip().splitlines()[-1]}")
-    return [[json.loads(line) for line in open(os.path.join(o, 'metrics.jsonl')) if 'tok_per_sec' in line]
-            for o in outs], time.time() - t0
-
-
-def median(xs):
-    xs = sorted(x for x in xs if x is not None)
-    return xs[len(xs) // 2] if xs else None
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), 'train.py'), f'--data_dir={data_dir}', *common,
+           *args, f'--max_iters={num_iters}', f'--eval_interval={num_iters}', '--eval_iters=1', '--log_interval=5']
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        procs = [subprocess.Popen(cmd + [f'--out_dir={tmp}/{i}', f'--seed={i}'], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for i in range(n)]
+        if failed := [p for p in procs if p.wait()]:
+            cf.fail(f"{name}: train.py failed: {failed[0].stderr.read().strip().splitlines()[-1]}")
+        return [[json.loads(line) for line in open(f'{tmp}/{i}/metrics.jsonl') if 'tok_per_sec' in line]
+                for i in range(n)], time.time() - t0
 
 
 def gpt2_reference(c):
     """A nanoGPT-style GPT-2 of the same shape, written here: learned positions, pre-LN blocks, fused QKV, flash
     attention through SDPA, tanh GELU, tied head, the loss on full float32 logits. The speed to beat."""
-    nn, F = torch.nn, torch.nn.functional
+    nn, F, d = torch.nn, torch.nn.functional, c.n_embd
+    block = lambda: nn.ModuleDict(dict(ln_1=nn.LayerNorm(d), attn=nn.Linear(d, 3 * d), proj=nn.Linear(d, d),
+                                       ln_2=nn.LayerNorm(d), fc=nn.Linear(d, 4 * d), fc_proj=nn.Linear(4 * d, d)))
+    m = nn.ModuleDict(dict(wte=nn.Embedding(c.vocab_size, d), wpe=nn.Embedding(c.block_size, d),
+                           h=nn.ModuleList(block() for _ in range(c.n_layer)), ln_f=nn.LayerNorm(d)))
 
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1, self.ln_2 = nn.LayerNorm(c.n_embd), nn.LayerNorm(c.n_embd)
-            self.attn, self.proj = nn.Linear(c.n_embd, 3 * c.n_embd), nn.Linear(c.n_embd, c.n_embd)
-            self.fc, self.fc_proj = nn.Linear(c.n_embd, 4 * c.n_embd), nn.Linear(4 * c.n_embd, c.n_embd)
-
-        def forward(self, x):
-            B, T, C = x.shape
-            q, k, v = (t.view(B, T, c.n_head, -1).transpose(1, 2) for t in self.attn(self.ln_1(x)).split(C, 2))
-            x = x + self.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C))
-            return x + self.fc_proj(F.gelu(self.fc(self.ln_2(x)), approximate='tanh'))
-
-    class GPT2(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(c.vocab_size, c.n_embd), nn.Embedding(c.block_size, c.n_embd)
-            self.h, self.ln_f = nn.ModuleList(Block() for _ in range(c.n_layer)), nn.LayerNorm(c.n_embd)
-
-        def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.size(1), device=idx.device))
-            for block in self.h:
-                x = block(x)
-            logits = self.ln_f(x) @ self.wte.weight.t()
-            return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-    return GPT2()
+    def forward(idx, targets):
+        x = m.wte(idx) + m.wpe(torch.arange(idx.size(1), device=idx.device))
+        for b in m.h:
+            q, k, v = (t.unflatten(2, (c.n_head, -1)).transpose(1, 2) for t in b.attn(b.ln_1(x)).split(d, 2))
+            x = x + b.proj(F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).flatten(2))
+            x = x + b.fc_proj(F.gelu(b.fc(b.ln_2(x)), approximate='tanh'))
+        return F.cross_entropy((m.ln_f(x) @ m.wte.weight.t()).float().flatten(0, 1), targets.flatten())
+    m.forward = forward  # the module's call, so that torch.compile sees the one graph
+    return m
 
 
-def time_steps(model, loss_fn, flops_per_token, label):
+def time_steps(model, loss_of, flops_per_token, label):
     """Median step time of compiled training steps (forward, backward, fused AdamW) on random tokens, bf16."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    step_fn = torch.compile(loss_fn)
-    x = torch.randint(0, 50277, (batch_size, block_size + 1), device=device)
-    times = []
+    model = model.to(device).train()  # only here: each model measured has the GPU's memory to itself
+    opt, step_fn = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), torch.compile(loss_of(model))
+    x, times = torch.randint(0, 50277, (batch_size, block_size + 1), device=device), []
     for i in range(warmup_iters + num_iters):
         torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -124,7 +93,7 @@ def time_steps(model, loss_fn, flops_per_token, label):
         opt.step()
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0) if i >= warmup_iters else None
+        times += [time.perf_counter() - t0] if i >= warmup_iters else []
     dt, tokens = median(times), batch_size * block_size
     row = dict(label=label, tok_per_sec=tokens / dt, mfu=flops_per_token * tokens / dt / peak_flops(device),
                peak_mem_gib=torch.cuda.max_memory_allocated() / 2 ** 30)
@@ -135,41 +104,33 @@ def time_steps(model, loss_fn, flops_per_token, label):
 
 
 if mode == 'experiment':
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, args in workloads.items():
-            for variant, extra in variants.items():
-                for n in parallel:
-                    runs, wall = launch(name, args + extra, n, tmp)
-                    speeds = [median(r['tok_per_sec'] for r in recs[1:]) for recs in runs]
-                    row = dict(workload=name, variant=variant, parallel=n, tok_per_sec=speeds, aggregate=sum(speeds),
-                               mfu=median(median(r['mfu'] for r in recs[1:]) for recs in runs), wall_seconds=wall,
-                               peak_mem_gib=max(max((r.get('peak_mem_gib') or 0) for r in recs) for recs in runs),
-                               final_loss=[recs[-1]['train_loss'] for recs in runs])
-                    results['rows'].append(row)
-                    print(f"{name:>18s} {variant:>10s} x{n}: {row['aggregate']:>12,.0f} tok/s in all "
-                          f"({speeds[0]:,.0f} each), MFU {100 * row['mfu']:.1f}% each, {row['peak_mem_gib']:.1f} GiB",
-                          flush=True)
+    for (name, args), (variant, extra), n in ((w, v, n) for w in workloads.items() for v in variants.items()
+                                              for n in parallel):
+        runs, wall = launch(name, args + extra, n)
+        speeds = [median(r['tok_per_sec'] for r in recs[1:]) for recs in runs]
+        results['rows'].append(row := dict(
+            workload=name, variant=variant, parallel=n, tok_per_sec=speeds, aggregate=sum(speeds),
+            mfu=median(median(r['mfu'] for r in recs[1:]) for recs in runs), wall_seconds=wall,
+            peak_mem_gib=max(max((r.get('peak_mem_gib') or 0) for r in recs) for recs in runs),
+            final_loss=[recs[-1]['train_loss'] for recs in runs]))
+        print(f"{name:>18s} {variant:>10s} x{n}: {row['aggregate']:>12,.0f} tok/s in all ({speeds[0]:,.0f} each), "
+              f"MFU {100 * row['mfu']:.1f}% each, {row['peak_mem_gib']:.1f} GiB", flush=True)
 elif mode == 'anchors':
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
     from hf_io import config_to_hf
+    hf_loss = lambda m: lambda x, y: torch.nn.functional.cross_entropy(m(x).logits.float().flatten(0, 1), y.flatten())
     for preset in anchors:
-        c = preset_config(preset, block_size=block_size)
-        ours = GPT(c).to(device)
-        fpt = ours.flops_per_token(block_size)
-        row = dict(shape=preset, ours=time_steps(ours, lambda x, y: ours(x, y)[1], fpt, f'{preset} this model'))
-        del ours
-        hf = GPTNeoXForCausalLM(GPTNeoXConfig(**{k: v for k, v in config_to_hf(c).items() if k != 'architectures'}))
-        hf = hf.to(device).train()
-        row['transformers'] = time_steps(hf, lambda x, y: torch.nn.functional.cross_entropy(
-            hf(input_ids=x).logits.float().flatten(0, 1), y.flatten()), fpt, f'{preset} transformers GPTNeoX')
-        del hf
-        ref = gpt2_reference(preset_config(preset, arch='gpt2', rotary_pct=0.0, block_size=block_size)).to(device)
-        row['nanogpt_gpt2'] = time_steps(ref, ref, fpt, f'{preset} nanoGPT-style GPT-2')
-        del ref
-        row['vs_transformers'] = row['ours']['tok_per_sec'] / row['transformers']['tok_per_sec']
-        row['vs_nanogpt'] = row['ours']['tok_per_sec'] / row['nanogpt_gpt2']['tok_per_sec']
+        c, g2 = (preset_config(preset, block_size=block_size, **kw) for kw in ({}, dict(arch='gpt2', rotary_pct=0.0)))
+        with torch.device('meta'):  # shapes only: this model's FLOPs per token, every MFU's numerator
+            fpt = GPT(c).flops_per_token(block_size)
+        hf = GPTNeoXConfig(**{k: v for k, v in config_to_hf(c).items() if k != 'architectures'})
+        row = dict(shape=preset, ours=time_steps(GPT(c), lambda m: lambda *xy: m(*xy)[1], fpt, f'{preset} this model'),
+                   transformers=time_steps(GPTNeoXForCausalLM(hf), hf_loss, fpt, f'{preset} transformers GPTNeoX'),
+                   nanogpt_gpt2=time_steps(gpt2_reference(g2), lambda m: m, fpt, f'{preset} nanoGPT-style GPT-2'))
+        row.update(vs_transformers=row['ours']['tok_per_sec'] / row['transformers']['tok_per_sec'],
+                   vs_nanogpt=row['ours']['tok_per_sec'] / row['nanogpt_gpt2']['tok_per_sec'])
         results['rows'].append(row)
-        print(f"{preset}: {row['vs_transformers']:.2f}x transformers, {row['vs_nanogpt']:.2f}x nanoGPT-style", flush=True)
+        print(f"{preset}: {row['vs_transformers']:.2f}x transformers, {row['vs_nanogpt']:.2f}x nanoGPT", flush=True)
 else:  # 2:4 semi-structured weights (torch.sparse) against dense, bf16 inference
     from torch.sparse import to_sparse_semi_structured
     from torch.utils.benchmark import Timer
@@ -177,8 +138,7 @@ else:  # 2:4 semi-structured weights (torch.sparse) against dense, bf16 inferenc
     for out_f, in_f in [(3072, 768), (768, 3072), (4096, 1024), (16384, 4096), (4096, 16384)]:
         w = torch.randn(out_f, in_f, device=device, dtype=torch.bfloat16)
         w = w * nm_mask(w.abs(), 2, 4).to(w.dtype)
-        x = torch.randn(16384, in_f, device=device, dtype=torch.bfloat16)
-        sparse = to_sparse_semi_structured(w)
+        x, sparse = torch.randn(16384, in_f, device=device, dtype=torch.bfloat16), to_sparse_semi_structured(w)
         ms = [Timer('torch.nn.functional.linear(x, w)', globals=dict(torch=torch, x=x, w=m)).blocked_autorange(
             min_run_time=1).median * 1e3 for m in (w, sparse)]
         err = ((torch.nn.functional.linear(x, sparse) - x @ w.t()).float().norm() / (x @ w.t()).float().norm()).item()

@@ -1,17 +1,16 @@
 """Byte-level tokenization with BPE-boundary pooling (Super Tiny Language Models, section 5.2): the token embedding and
 the LM head replaced by two small byte transformers, so that no tensor is vocabulary-sized. ByteEncoder: a token's
 UTF-8 bytes, embedded with byte positions, a bidirectional transformer under a key-padding mask, a masked mean, a
-projection to n_embd. ByteDecoder: from the core's output at t, the bytes of token t+1, then an end-of-token symbol;
-'causal' byte by byte, or 'parallel' (every byte position at once from the core's vector alone). The byte table
-spells each token id (data/tokenizer.py's token_bytes), so existing .bin files serve; a token longer than byte_block
-keeps its first byte_block bytes (how often: results/byte_long_tokens.sh). Eager runs skip work that changes no
-result (ByteEncoder.ids, ByteDecoder.teacher_forced); a compiled model runs every position, in one graph."""
+projection to n_embd. ByteDecoder: from the core's output at t, the bytes of token t+1, then an end-of-token symbol,
+byte by byte (all at once from the core's vector alone was 1.65x worse in bits per byte: README, commit 7b598b9).
+The byte table spells each token id (data/tokenizer.py's token_bytes), so existing .bin files serve; a token longer
+than byte_block keeps its first byte_block bytes (how often: results/byte_long_tokens.sh). Eager runs skip work that
+changes no result (ByteEncoder.ids, ByteDecoder.teacher_forced); a compiled model runs every position, in one graph."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-EOT, PAD = 256, 257     # end-of-token (a decoder target) and padding (never a target); bytes are 0..255
-N_OUT, N_IN = 257, 258  # the decoder predicts bytes and EOT; inputs may also be PAD
+EOT, PAD, N_OUT, N_IN = 256, 257, 257, 258  # end-of-token (a target), padding (never one); decoder outputs, inputs
 
 
 def byte_table(token_bytes, vocab_size, byte_block):
@@ -25,16 +24,14 @@ def byte_table(token_bytes, vocab_size, byte_block):
 
 def check_byte_table(model, tokenizer):
     """ValueError unless a byte-level model's table spells tokenizer's ids (else its inputs are wrong, silently)."""
-    c = model.config
-    if c.byte_pool and not torch.equal(model.byte_table.cpu(), byte_table(tokenizer.token_bytes(), c.vocab_size,
-                                                                          c.byte_block)):
+    if model.config.byte_pool and not torch.equal(
+            model.byte_table.cpu(), byte_table(tokenizer.token_bytes(), *model.byte_table.shape)):
         raise ValueError(f"the byte-level model's byte table does not spell the {tokenizer.name} tokenizer's ids: "
                          f"use the tokenizer (and a dataset made with it) the model was built on")
 
 
 def to_text(rows):
-    """Sampled tokens' bytes (T, byte_block) -> text; invalid UTF-8 (a character cut between tokens, a sampled byte
-    string no text has) becomes U+FFFD instead of an error."""
+    """Sampled tokens' bytes (T, byte_block) -> text, invalid UTF-8 (a character cut between tokens) as U+FFFD."""
     return bytes(b for b in rows.flatten().tolist() if b < 256).decode('utf-8', errors='replace')
 
 
@@ -44,9 +41,7 @@ wide = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))
 
 def decoder_targets(rows):
     """(N, byte_block) table rows -> (N, byte_block + 1) decoder targets: the bytes, then EOT, then PAD."""
-    n = (rows != PAD).sum(-1, keepdim=True)
-    tgt = torch.cat([rows.long(), torch.full_like(rows[:, :1], PAD, dtype=torch.long)], dim=1)
-    return tgt.scatter(1, n, EOT)
+    return F.pad(rows.long(), (0, 1), value=PAD).scatter(1, (rows != PAD).sum(-1, keepdim=True), EOT)
 
 
 def flops_per_token(c):
@@ -86,20 +81,17 @@ class ByteEncoder(nn.Module):
         """b: (..., L <= byte_block) byte ids, PAD after each token's bytes -> (..., n_embd)."""
         shape, L, b = b.shape[:-1], b.size(-1), b.reshape(-1, b.size(-1)).long()
         real, x = b != PAD, self.wbe(b) + self.wpe.weight[:L]
-        # pads are never attended to (and never averaged); position 0 stays open so that an empty token (an
-        # end-of-text) has a key, its mean being over no bytes: 0
-        key_mask = real.clone()
-        key_mask[:, 0] = True
+        # pads are never attended to nor averaged; position 0 stays open: an empty token (end-of-text) has a key, mean 0
+        key_mask = real | (torch.arange(L, device=b.device) == 0)
         for block in self.h:
             x = block(x, key_mask)
         pooled = (self.ln(x) * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)
         return self.proj(pooled).view(*shape, -1)
 
     def ids(self, table, idx):
-        """The vectors of token ids idx (B, T) whose bytes are the rows of table."""
-        # a token's vector is a function of its id alone, and a batch repeats ids (8,192 enwiki tokens hold about
-        # 2,700 distinct ones), so eager runs encode each distinct id once. Compiled, every position: a size that
-        # depends on the data splits the graph and syncs the host (4x slower on an H200, results/bytes_h200_456777c/)
+        """Token ids idx (B, T) -> vectors, their bytes the rows of table. A vector depends on its id alone and a batch
+        repeats ids (8,192 enwiki tokens: ~2,700 distinct): eager runs encode each once. Compiled, every position: a
+        data-dependent size splits the graph and syncs the host (4x slower on an H200, results/bytes_h200_456777c/)."""
         if torch.compiler.is_compiling():
             return self(table[idx])
         ids, where = torch.unique(idx, return_inverse=True)
@@ -109,36 +101,29 @@ class ByteEncoder(nn.Module):
 class ByteDecoder(nn.Module):
     def __init__(self, c):
         super().__init__()
-        self.causal, self.proj = c.byte_decoder == 'causal', nn.Linear(c.n_embd, c.byte_embd)  # proj: as the LM head
-        if self.causal:
-            self.wbe = nn.Embedding(N_IN, c.byte_embd)
+        self.proj, self.wbe = nn.Linear(c.n_embd, c.byte_embd), nn.Embedding(N_IN, c.byte_embd)  # proj: as the LM head
         self.wpe = nn.Embedding(c.byte_block + 1, c.byte_embd)
-        self.h = nn.ModuleList([ByteBlock(c.byte_embd, c.byte_head, self.causal) for _ in range(c.byte_layer)])
+        self.h = nn.ModuleList([ByteBlock(c.byte_embd, c.byte_head, causal=True) for _ in range(c.byte_layer)])
         self.ln, self.head = nn.LayerNorm(c.byte_embd), nn.Linear(c.byte_embd, N_OUT)
 
     def forward(self, h, prev=None, L=None):
-        """h: (N, n_embd) core outputs; prev: (N, j) the token's bytes so far (causal) -> logits (N, L, N_OUT) for
-        byte positions 0..L-1 (causal: L = j + 1; parallel: every position, L = byte_block + 1)."""
+        """h (N, n_embd), prev (N, j) the token's bytes so far -> logits (N, j + 1, N_OUT); L, if given, is j + 1."""
         z = self.proj(h)[:, None]
-        if self.causal:
-            if prev is not None and prev.size(1):
-                z = torch.cat([z, self.wbe(prev.long())], dim=1)
-            x = z + self.wpe.weight[:z.size(1)]
-        else:
-            x = z + self.wpe.weight[:L or self.wpe.num_embeddings]
+        if prev is not None and prev.size(1):
+            z = torch.cat([z, self.wbe(prev.long())], dim=1)
+        x = z + self.wpe.weight[:z.size(1)]
         for block in self.h:
             x = block(x)
         return self.head(self.ln(x))
 
     def teacher_forced(self, h, tgt):
-        """Logits (N, L, N_OUT) for decoder targets tgt (N, L), each position fed the target bytes before it.
-        Causal: no byte position attends to a later one, so a row's targets' logits do not depend on the positions
-        after its end-of-token; rows whose targets fit in the first half of the positions (enwiki: 9 tokens in 10
-        have at most 8 bytes) run over that half, their other logits 0 (PAD targets, never read). Compiled, every row
-        runs over every position (why: ByteEncoder.ids)."""
+        """Logits (N, L, N_OUT) for decoder targets tgt (N, L), each position fed the target bytes before it. No byte
+        position attends to a later one, so rows whose targets fit in the first half of the positions (enwiki: 9
+        tokens in 10 have at most 8 bytes) run over that half, their other logits 0 (PAD targets, never read).
+        Compiled, every row runs over every position (why: ByteEncoder.ids)."""
         L, S = tgt.size(1), (tgt.size(1) + 1) // 2
-        if not self.causal or torch.compiler.is_compiling():
-            return self(h, tgt[:, :-1], L)
+        if torch.compiler.is_compiling():
+            return self(h, tgt[:, :-1])
         short = (tgt[:, S:] == PAD).all(1)
         long_rows, short_rows = (~short).nonzero().squeeze(1), short.nonzero().squeeze(1)
         logits = torch.cat([self(h[long_rows], tgt[long_rows, :-1]),
@@ -146,8 +131,7 @@ class ByteDecoder(nn.Module):
         return logits[torch.argsort(torch.cat([long_rows, short_rows]))]
 
     def logprobs(self, h, tgt):
-        """h: (N, n_embd); tgt: (N, L) decoder targets -> log p of each target byte (0 at PAD) and whether it is
-        the argmax, both (N, L), under teacher forcing."""
+        """Teacher-forced log p of each target byte of tgt (N, L) (0 at PAD) and whether it is the argmax, (N, L)."""
         logits, real, t = wide(self.teacher_forced(h, tgt)), tgt != PAD, tgt.clamp(max=N_OUT - 1)
         lp = F.log_softmax(logits, dim=-1).gather(-1, t[..., None]).squeeze(-1) * real
         return lp, (logits.argmax(-1) == t) | ~real
@@ -163,10 +147,9 @@ class ByteDecoder(nn.Module):
         """Bytes of one token per row of h, sampled byte by byte with sample_next(logits (N, N_OUT)) -> (N, 1),
         until EOT (forced after max_bytes). Returns (N, max_bytes) with PAD after each token's bytes."""
         out = torch.full((h.size(0), max_bytes), PAD, dtype=torch.long, device=h.device)
-        done, logits_all = torch.zeros(h.size(0), dtype=torch.bool, device=h.device), None if self.causal else self(h)
+        done = torch.zeros(h.size(0), dtype=torch.bool, device=h.device)
         for j in range(max_bytes):
-            logits = self(h, out[:, :j])[:, -1] if self.causal else logits_all[:, j]
-            nxt = sample_next(logits.float()).squeeze(-1)
+            nxt = sample_next(self(h, out[:, :j])[:, -1].float()).squeeze(-1)
             done |= nxt == EOT
             out[:, j] = torch.where(done, PAD, nxt)
             if done.all():

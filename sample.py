@@ -1,13 +1,10 @@
-"""
-Sample from a trained model, nanoGPT style; samples go to stdout, separated by '---------------'.
+"""Sample from a trained model, nanoGPT style; samples go to stdout, separated by '---------------'.
   python sample.py --init_from=out-pydoc --start="FILE:prompt.txt" --num_samples=2 --top_p=0.9
   python sample.py --init_from=EleutherAI/pythia-70m-deduped --start="The capital of France is" --temperature=0
-The tokenizer, unless named, is the model's (data/tokenizer.py's model_tokenizer: a checkpoint's dataset, a model
-directory's record or tokenizer.json, else the family's own).
-"""
-import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
+The tokenizer, unless named, is the model's (data/tokenizer.model_tokenizer: its dataset's, record's or family's)."""
+import configurator as cf  # first: from here on Ctrl-C is one line and status 130
+from pathlib import Path
 import torch
-
 # -----------------------------------------------------------------------------
 init_from = 'out'             # a train.py out_dir (with ckpt.pt), or a Hugging Face model directory / hub id
 start = '\n'                  # the prompt, or 'FILE:path' to read it from a file; '' starts from end-of-text
@@ -23,16 +20,14 @@ use_cache = True              # KV cache; False recomputes the whole context for
 tokenizer = None              # None: the model's; or 'gpt2' | 'gpt-neox-20b' | 'char'
 tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead of the hub)
 # -----------------------------------------------------------------------------
-import configurator as cf  # modules, not settings: configure() takes the names of config types only
-import model as gpt
-from data.tokenizer import TOKENIZERS  # noqa: E402
+import model as gpt  # modules, not settings: configure() takes the names of config types only
+from byte_pool import check_byte_table, to_text
+from data.tokenizer import TOKENIZERS, model_tokenizer
+from hf_io import load_model
 cf.configure(globals(), rules=dict(
     init_from=cf.non_empty, num_samples=cf.positive, max_new_tokens=cf.non_negative, temperature=cf.non_negative,
     top_k=cf.nullable(cf.positive), top_p=cf.between(0, 1, lo_open=True), seed=cf.non_negative, device=cf.device,
     dtype=cf.one_of(*gpt.DTYPES), tokenizer=cf.one_of(*TOKENIZERS)))
-from byte_pool import check_byte_table, to_text
-from data.tokenizer import model_tokenizer  # noqa: E402
-from hf_io import load_model
 
 try:
     model, source = load_model(init_from, dtype=gpt.DTYPES[dtype])  # inference only: the KV cache in dtype too
@@ -45,20 +40,16 @@ if tok.vocab_size > model.config.vocab_size:  # its ids would index past the emb
             f"this is not the model's tokenizer; pass the right --tokenizer", cf.CONFIG_ERROR)
 model.eval().to(device)
 try:
-    if start.startswith('FILE:'):
-        with open(start[5:], encoding='utf-8') as f:
-            start = f.read()
+    start = Path(start[5:]).read_text(encoding='utf-8') if start.startswith('FILE:') else start
     start_ids = tok.encode(start) or [tok.eot]  # an empty prompt starts a new document
-except OSError as e:
-    cf.fail(f"cannot read the prompt file {start[5:]!r}: {e.strerror}")
-except UnicodeDecodeError as e:
-    cf.fail(f"the prompt file {start[5:]!r} is not UTF-8 text (byte {e.start}): save it as UTF-8")
+except (OSError, UnicodeDecodeError) as e:  # UnicodeDecodeError before ValueError, its base
+    why = e.strerror if isinstance(e, OSError) else f"not UTF-8 text (byte {e.start}): save it as UTF-8"
+    cf.fail(f"cannot read the prompt file {start[5:]!r}: {why}")
 except ValueError as e:
     cf.fail(f"cannot encode the prompt: {e}")
-x = torch.tensor(start_ids, dtype=torch.long, device=device)[None, :]
-x = model.byte_table[x].long() if model.config.byte_pool else x  # a byte-level model reads and writes bytes
+x = (model.byte_table[start_ids].long() if model.config.byte_pool else torch.tensor(start_ids, device=device))[None]
 generator = torch.Generator(device=device).manual_seed(seed)
 for _ in range(num_samples):  # only the tokenizer's ids: a vocabulary padded past it has ids no text decodes to
     y = model.generate(x, max_new_tokens, temperature, top_k, top_p, use_cache, generator, tok.vocab_size)[0]
-    print(tok.decode(start_ids) + to_text(y[len(start_ids):]) if model.config.byte_pool else tok.decode(y.tolist()))
-    print('---------------')
+    print(tok.decode(start_ids) + to_text(y[len(start_ids):]) if model.config.byte_pool else tok.decode(y.tolist()),
+          '-' * 15, sep='\n')

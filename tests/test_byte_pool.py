@@ -104,12 +104,11 @@ def test_byte_table_spells_every_token_of_the_vocabulary(name):
     assert to_text(torch.tensor([0xe6, 0x9d, 0x41, PAD])) == '\ufffdA'
 
 
-@pytest.mark.parametrize('byte_decoder', ['causal', 'parallel'])
-def test_loss_is_the_mean_cross_entropy_per_target_byte(byte_decoder):
+def test_loss_is_the_mean_cross_entropy_per_target_byte():
     """The batched, teacher-forced loss equals the definition computed byte by byte: for each next token, its
-    bytes (up to byte_block) and EOT, each under the decoder run on the prefix alone (causal) or once (parallel);
-    loss_units counts those bytes, reduction='none' and token_logprobs sum them per token."""
-    m, words = tiny(byte_decoder)
+    bytes (up to byte_block) and EOT, each under the decoder run on the prefix alone; loss_units counts those bytes,
+    reduction='none' and token_logprobs sum them per token."""
+    m, words = tiny()
     idx = torch.tensor([[3, 63, 7, 12, 40, 5, 9]])
     x, y = idx[:, :-1], idx[:, 1:]
     h = m(x)[0][0]
@@ -117,8 +116,7 @@ def test_loss_is_the_mean_cross_entropy_per_target_byte(byte_decoder):
     for t in range(y.size(1)):
         target = list(words[y[0, t]][:8]) + [EOT]
         for j, b in enumerate(target):
-            logits = (m.byte_decoder(h[t:t + 1], torch.tensor([target[:j]]))[0, -1] if byte_decoder == 'causal' else
-                      m.byte_decoder(h[t:t + 1])[0, j])
+            logits = m.byte_decoder(h[t:t + 1], torch.tensor([target[:j]]))[0, -1]
             total -= torch.log_softmax(logits, -1)[b].item()
             count += 1
     assert m(x, y)[1].item() == pytest.approx(total / count, rel=1e-12) and m.loss_units(y) == count
