@@ -57,7 +57,6 @@ byte_embd = 64                # and head; the width, heads and layers of its byt
 byte_head = 4
 byte_layer = 2
 byte_block = 16               # bytes per token (a longer token keeps its first byte_block)
-byte_decoder = 'causal'       # 'causal' (byte by byte) | 'parallel'
 batch_size = 12               # sequences per micro-step: the global batch is gradient_accumulation_steps * batch_size
 gradient_accumulation_steps = 1  # micro-steps per iteration, over all ranks (a multiple of the world size)
 micro_batch_size = None       # sequences per forward (None: batch_size): speed and memory only, the gradient is the same
@@ -101,7 +100,7 @@ config = configure(globals(), rules=dict(
     model_preset=nullable(one_of(*PRESETS)), arch=one_of('gpt_neox', 'gpt2'), n_layer=positive, n_head=positive,
     n_embd=positive, mlp_width=positive, vocab_size=positive, block_size=positive, dropout=between(0, 1, hi_open=True),
     byte_embd=positive, byte_head=positive, byte_layer=positive, byte_block=positive,
-    byte_decoder=one_of('causal', 'parallel'), batch_size=positive, gradient_accumulation_steps=positive,
+    batch_size=positive, gradient_accumulation_steps=positive,
     micro_batch_size=positive, learning_rate=positive, min_lr=non_negative, max_iters=non_negative,
     warmup_iters=non_negative, lr_decay_iters=positive, weight_decay=non_negative, beta1=between(0, 1, hi_open=True),
     beta2=between(0, 1, hi_open=True), grad_clip=non_negative, final_sparsity=between(0, 1, hi_open=True),
@@ -236,7 +235,7 @@ try:
         shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # a multiple of 64: matmul-friendly
         if byte_pool:
             shape.update(byte_pool=True, byte_embd=byte_embd, byte_head=byte_head, byte_layer=byte_layer,
-                         byte_block=byte_block, byte_decoder=byte_decoder)
+                         byte_block=byte_block)
         model = GPT(preset_config(model_preset, dropout=dropout, **shape) if model_preset else
                     GPTConfig(dropout=dropout, **shape))
         if byte_pool:

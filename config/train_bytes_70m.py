@@ -13,7 +13,6 @@ byte_embd = 256
 byte_head = 4
 byte_layer = 2
 byte_block = 16                # 0.005% of enwiki's NeoX tokens are longer (results/byte_long_tokens_neox.json)
-byte_decoder = 'causal'
 block_size = 1024
 batch_size = 8
 gradient_accumulation_steps = 8
