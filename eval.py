@@ -69,19 +69,16 @@ def wikitext_pages(raw):
 def read_documents(task, spec):
     """task's documents: a local wiki.test.raw's articles, a .jsonl's text fields, or a hub dataset's test split."""
     field, _, hub, name = SOURCES[task]
-    if os.path.isfile(spec) and spec.endswith('.jsonl'):
+    if os.path.isfile(spec):
         with open(spec, encoding='utf-8') as f:
-            docs = []
-            for n, line in enumerate(f, 1):
-                try:
-                    docs.append(json.loads(line)[field])
-                except (json.JSONDecodeError, KeyError, TypeError, IndexError):
-                    docs.append(None)
-                if not isinstance(docs[-1], str):
-                    raise ValueError(f"{spec}:{n}: needs a JSON object with a string {field!r} field")
-    elif os.path.isfile(spec):
-        with open(spec, encoding='utf-8') as f:
-            docs = wikitext_pages(f.read())
+            docs = list(f) if spec.endswith('.jsonl') else wikitext_pages(f.read())
+        for n, line in enumerate(docs if spec.endswith('.jsonl') else (), 1):  # a line: its text field
+            try:
+                docs[n - 1] = json.loads(line)[field]
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+                docs[n - 1] = None
+            if not isinstance(docs[n - 1], str):
+                raise ValueError(f"{spec}:{n}: needs a JSON object with a string {field!r} field")
     elif os.path.exists(spec) or spec.startswith(('.', '/')):
         raise FileNotFoundError(f"{spec}: no such file")
     else:
@@ -101,15 +98,13 @@ def score(model, requests, progress=''):
     """[(sum log p(targets), whether greedy decoding gives them)] of requests [(input, targets)], input = (context +
     targets)[:-1]; batched longest first, right-padded: a causal model's real positions never see the padding."""
     from tqdm import tqdm
-    order, out, dev = sorted(range(len(requests)), key=lambda i: -len(requests[i][0])), [None] * len(requests), \
-        next(model.parameters()).device
+    order, out = sorted(range(len(requests)), key=lambda i: -len(requests[i][0])), [None] * len(requests)
     for b in tqdm(range(0, len(order), batch_size), desc=progress, disable=None, leave=False):
         idx = order[b:b + batch_size]
-        x = torch.zeros(len(idx), len(requests[idx[0]][0]), dtype=torch.long)
-        y = torch.zeros_like(x)  # each input position's next token (0 where not scored)
+        x, y = torch.zeros(2, len(idx), len(requests[idx[0]][0]), dtype=torch.long)  # y: next tokens, 0: not scored
         for row, (inp, tgt) in enumerate(requests[i] for i in idx):
             x[row, :len(inp)], y[row, len(inp) - len(tgt):len(inp)] = torch.tensor(inp), torch.tensor(tgt)
-        logp, greedy = model.token_logprobs(x.to(dev), y.to(dev))
+        logp, greedy = model.token_logprobs(*(t.to(next(model.parameters()).device) for t in (x, y)))
         for row, i in enumerate(idx):
             span = slice(len(requests[i][0]) - len(requests[i][1]), len(requests[i][0]))
             out[i] = (logp[row, span].double().sum().item(), bool(greedy[row, span].all()))
@@ -141,34 +136,29 @@ def eval_lambada(model, tok, L, texts):
         ctx = tok.encode(context) if context else [tok.eot]
         cont = tok.encode(context + target)[len(ctx):] if context else tok.encode(target)
         requests.append(((ctx + cont)[-(L + 1):-1], cont))
-    res = score(model, requests, 'lambada')
-    return dict(accuracy=sum(g for _, g in res) / len(res), perplexity=math.exp(-sum(s for s, _ in res) / len(res)),
-                documents=len(res))
+    ll, hit = zip(*score(model, requests, 'lambada'))
+    return dict(accuracy=sum(hit) / len(hit), perplexity=math.exp(-sum(ll) / len(ll)), documents=len(hit))
 
 
-def main():
-    global data_dir
+if __name__ == '__main__':
     from configurator import CONFIG_ERROR, Rule, configure, fail, non_empty, one_of, positive, device as device_rule
     configure(globals(), rules=dict(init_from=non_empty, tasks=Rule(lambda v: len(v) > 0 and set(v) <= set(TASKS), (
         "a non-empty list of " + ', '.join(map(repr, TASKS)))), eval_iters=positive, batch_size=positive,
         val_batch_size=positive, block_size=positive, max_length=positive, limit=positive, device=device_rule,
         dtype=one_of('float32', 'bfloat16'), tokenizer=one_of(*TOKENIZERS)))
     if check_only:
-        return None
+        raise SystemExit(0)
     if out_json and files.check_dest(out_json):
         fail(files.check_dest(out_json))
     t0, splits, docs = time.time(), [t for t in tasks if t in ('val', 'test')], {}
     try:
         model, source = load_model(init_from, dtype=torch.float32)
-        run = (source['checkpoint'] or {}).get('config') or {}  # a train.py checkpoint's settings
-        T = block_size or run.get('block_size') or model.config.block_size
-        L = max_length or run.get('block_size') or model.config.block_size
+        run, ctx = (source['checkpoint'] or {}).get('config') or {}, model.config.block_size  # a train.py run's
+        T, L = (v or run.get('block_size') or ctx for v in (block_size, max_length))
         data_dir = data_dir or (run.get('data_dir') if splits else None)
-        if max(T, L) > model.config.block_size:
-            fail(f"block_size/max_length {max(T, L)} exceeds the model's context of {model.config.block_size}",
-                 CONFIG_ERROR)
-        if splits and not data_dir:
-            fail("the val and test tasks need --data_dir: only a train.py checkpoint names its dataset", CONFIG_ERROR)
+        if max(T, L) > ctx or (splits and not data_dir):
+            fail(f"block_size/max_length {max(T, L)} exceeds the model's context of {ctx}" if max(T, L) > ctx else
+                 "the val and test tasks need --data_dir: only a train.py checkpoint names its dataset", CONFIG_ERROR)
         for task in (t for t in ('wikitext', 'lambada') if t in tasks):
             local = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'shared', 'data', SOURCES[task][1])
             globals()[task] = globals()[task] or (local if os.path.isfile(local) else SOURCES[task][2])
@@ -191,28 +181,20 @@ def main():
         for task in tasks:
             if task in docs:
                 try:
-                    results[task] = dict((eval_wikitext if task == 'wikitext' else eval_lambada)(
-                        model, tok, L, docs[task]), source=globals()[task])
+                    results[task] = dict(globals()['eval_' + task](model, tok, L, docs[task]), source=globals()[task])
                 except ValueError as e:  # a character vocabulary meeting characters outside it
                     results[task] = dict(skipped=f"the {tok.name} tokenizer cannot encode the text: {e}")
             else:
                 xys = [torch.from_numpy(a) for a in ((sample_batch(data[task], 0, (k,), vbs, T) for k in range(iters))
                                                      if task == 'val' else windows(data[task], T, vbs))]  # val:
-                loss, bpb, tokens = estimate_loss(  # train.py's batches (seed 0, keys (k,)); test: all of it, once
-                    model, ((xy[:, :-1].to(device), xy[:, 1:].to(device)) for xy in xys), nbytes_of)
-                results[task] = {f'{task}_loss': loss, 'bits_per_byte': bpb, 'tokens': tokens, 'bytes': int(sum(
-                    nbytes_of[xy[:, 1:]].sum() for xy in xys)), 'data_dir': data_dir, 'block_size': T,
-                    'batch_size': vbs, **({'eval_iters': iters} if task == 'val' else {})}
-            r = results[task]
-            print(f"{task:>9s}: " + ('skipped: ' + r['skipped'] if 'skipped' in r else
+                results[task] = dict(zip((f'{task}_loss', 'bits_per_byte', 'tokens'), estimate_loss(  # train.py's
+                    model, ((xy[:, :-1].to(device), xy[:, 1:].to(device)) for xy in xys), nbytes_of)),  # batches;
+                    bytes=int(sum(nbytes_of[xy[:, 1:]].sum() for xy in xys)), data_dir=data_dir, block_size=T,  # test:
+                    batch_size=vbs, **({'eval_iters': iters} if task == 'val' else {}))  # the whole split once
+            print(f"{task:>9s}: " + ('skipped: ' + r['skipped'] if 'skipped' in (r := results[task]) else
                                       ', '.join(f"{k} {v:.6g}" for k, v in r.items() if isinstance(v, float))))
         if out_json:
             files.write_json(out_json, dict(results, seconds=time.time() - t0))
             print(f"wrote {out_json}")
     except (ValueError, OSError) as e:
         fail(e)
-    return results
-
-
-if __name__ == '__main__':
-    main()

@@ -1,10 +1,8 @@
 """Grow a trained GPT / Pythia into a wider and/or deeper one that computes exactly the same function (docs/growth.md).
-  python expand.py config/expand_70m_2x.py
   python expand.py --init_from=out/ckpt.pt --out_dir=out-grown --n_embd=768 --n_layer=12 --method=isotropic
 init_from: a Hugging Face model directory, a hub id, or a train.py checkpoint (ckpt.pt or its out_dir); out_dir gets a
 Hugging Face directory, written only if max |logits(grown) - logits(source)| on random tokens is within tolerance.
-In-process: grown, record = grow(model, idx, n_embd=1024, method='isotropic') (train.py's grow setting calls it).
-"""
+In-process: grown, record = grow(model, idx, n_embd=1024, method='isotropic') (train.py's grow setting calls it)."""
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import copy
 import math
@@ -44,22 +42,16 @@ RULES = dict(n_embd=positive, n_head=positive, n_layer=positive, mlp_width=posit
              method=one_of('top_left', 'isotropic'), depth_mode=one_of('interleave', 'append'), noise=non_negative,
              seed=non_negative, check_dtype=one_of('float64', 'float32'), tolerance=non_negative)
 # Where each new index comes from: index j < copies copies old index j % n (round robin; j < n is the old index
-# itself); j >= copies is new (a mean coordinate in the residual stream, a fresh head or unit elsewhere).
+# itself); j >= copies is new (a mean coordinate in the residual stream, a fresh head or unit elsewhere). mult: the
+# copies of each old index (>= 1). _fill: new entries 'fresh' ~ normal(0, std) (drawn contiguous: normal_ on a strided
+# view is ~9x slower), 'mean', else 0. _lift_vector: a 1-D tensor (bias, LayerNorm) lifted as one column.
 Lift = namedtuple('Lift', 'n copies size')
-same = lambda n: Lift(n, n, n)  # noqa: E731
-
-
-def _mult(lift):
-    """How many copies each old index has (>= 1)."""
-    return lift.copies // lift.n + (torch.arange(lift.n) < lift.copies % lift.n).long()
-
-
-def _fill(t, how, std, gen, mean):
-    """New entries: 'fresh' ~ normal(0, std) (drawn contiguous: normal_ on a strided view is ~9x slower), 'mean', 0."""
-    if how == 'fresh':
-        t.copy_(torch.empty(t.shape, dtype=t.dtype).normal_(0.0, std, generator=gen))
-    else:
-        t.copy_(mean()) if how == 'mean' else t.zero_()
+same = lambda n: Lift(n, n, n)
+describe = lambda c: f"{c.n_layer}L {c.n_head}H x {c.head_size} = {c.n_embd}, mlp {c.mlp_width}"  # a shape, for logs
+mult = lambda lift: lift.copies // lift.n + (torch.arange(lift.n) < lift.copies % lift.n).long()
+_fill = lambda t, how, std, gen, mean: t.copy_(torch.empty(t.shape, dtype=t.dtype).normal_(
+    0.0, std, generator=gen) if how == 'fresh' else mean()) if how in ('fresh', 'mean') else t.zero_()
+_lift_vector = lambda dst, v, lift, fill: _lift_matrix(dst[:, None], v[:, None], lift, same(1), fill, 'zero', 0.0, None)
 
 
 def _lift_matrix(dst, w, rows, cols, row_fill, col_fill, std, gen, split=True):
@@ -73,29 +65,20 @@ def _lift_matrix(dst, w, rows, cols, row_fill, col_fill, std, gen, split=True):
             dst[a:a + h, b:b + c].copy_(w[:h, :c])
     _fill(dst[:rows.copies, cols.copies:], col_fill, std, gen,
           lambda: w.mean(1, keepdim=True).repeat(-(-rows.copies // rows.n), 1)[:rows.copies])
-    mult = _mult(cols)
-    if split and int(mult.max()) > 1:
-        dst[:rows.copies, :cols.copies].mul_((1.0 / mult.to(dst.dtype)).repeat(-(-cols.copies // cols.n))[:cols.copies])
+    if split and int((m := mult(cols)).max()) > 1:
+        dst[:rows.copies, :cols.copies].mul_((1.0 / m.to(dst.dtype)).repeat(-(-cols.copies // cols.n))[:cols.copies])
     _fill(dst[rows.copies:], row_fill, std, gen, lambda: dst[:rows.n].mean(0, keepdim=True))
-    return dst
-
-
-def _lift_vector(dst, v, lift, fill):
-    """1-D (biases, LayerNorm): copies round robin, new entries 'zero' or 'mean'."""
-    _lift_matrix(dst[:, None], v[:, None], lift, same(1), fill, 'zero', 0.0, None)
     return dst
 
 
 def _cancelling_noise(w, cols, noise, gen, chunk=1 << 22):
     """Noise of std noise * std(w) on the columns of w that copy an old index, summing to zero over each group of
     copies: copies hold equal values, so w @ x' is unchanged, but their gradients now differ. Round robin lays the
-    groups out as the columns of a (ceil(copies / n), n) grid; drawn a block of rows at a time (no weight-sized
-    temporary)."""
-    mult = _mult(cols)
-    if noise == 0 or int(mult.max()) < 2:
+    groups out as the columns of a (ceil(copies / n), n) grid; drawn a block of rows at a time (no big temporary)."""
+    if noise == 0 or int((m := mult(cols)).max()) < 2:
         return w
     n, L, std = cols.n, cols.copies, noise * w.std().item()
-    grid, inv_mult = -(-L // n), 1.0 / mult.to(w.dtype)  # an index with one copy gets exactly 0
+    grid, inv_mult = -(-L // n), 1.0 / m.to(w.dtype)  # an index with one copy gets exactly 0
     step = max(1, chunk // (grid * n))
     for r in range(0, w.size(0), step):
         z = torch.randn(min(step, w.size(0) - r), grid * n, generator=gen, dtype=w.dtype).mul_(std)
@@ -108,8 +91,7 @@ def _cancelling_noise(w, cols, noise, gen, chunk=1 << 22):
 
 def target_config(c, n_embd=None, n_head=None, n_layer=None, mlp_width=None, method='top_left'):
     """The grown GPTConfig, or a ValueError naming what is wrong with the target for this source."""
-    hs = c.head_size
-    n_embd = n_embd or (n_head * hs if n_head else c.n_embd)
+    hs, n_embd = c.head_size, n_embd or (n_head * c.head_size if n_head else c.n_embd)
     if n_embd % hs:
         raise ValueError(f"n_embd={n_embd} is not a whole number of heads of size {hs} (the head size stays fixed "
                          f"when growing): use a multiple of {hs}, e.g. {(n_embd // hs + 1) * hs}")
@@ -120,11 +102,10 @@ def target_config(c, n_embd=None, n_head=None, n_layer=None, mlp_width=None, met
     if mlp_width is None and (c.mlp_width * n_embd) % c.n_embd:
         raise ValueError(f"mlp_width {c.mlp_width} * {n_embd}/{c.n_embd} is not a whole number: set mlp_width")
     mlp_width, n_layer = mlp_width or c.mlp_width * n_embd // c.n_embd, n_layer or c.n_layer
-    for key, old, new in (('n_embd', c.n_embd, n_embd), ('n_head', c.n_head, n_head), ('n_layer', c.n_layer, n_layer),
-                          ('mlp_width', c.mlp_width, mlp_width)):
-        if new < old:
-            raise ValueError(f"{key}={new} is smaller than the source's {old}: expansion only grows a model "
-                             f"(prune.py removes weights)")
+    for key, new in dict(n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width).items():
+        if new < getattr(c, key):
+            raise ValueError(f"{key}={new} is smaller than the source's {getattr(c, key)}: expansion only grows a "
+                             f"model (prune.py removes weights)")
     rho2 = (1 if method == 'top_left' else n_embd // c.n_embd) * c.n_embd / n_embd  # var(x') / var(x): into eps
     return replace(c, n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width, head_size=hs,
                    layer_norm_eps=c.layer_norm_eps * rho2)
@@ -156,25 +137,26 @@ def expand_model(model, *, n_embd=None, n_head=None, n_layer=None, mlp_width=Non
     std = 0.02 if c2.arch == 'gpt2' else math.sqrt(2 / (5 * d2))  # fresh weights: model.py's init of the grown model
     gen, work = torch.Generator().manual_seed(seed), torch.promote_types(p0.dtype, torch.float32)
     with torch.device('meta'):  # built on the CPU in float32 (float64 for a float64 model), every tensor written below
-        new = GPT(c2).to(work)
-    new.to_empty(device='cpu')
+        new = GPT(c2).to(work).to_empty(device='cpu')
     if c2.tie_embeddings:
         new.lm_head.weight = new.transformer.wte.weight
     for name, buf in model.named_buffers():  # rotary tables (head_size, block_size unchanged), a byte table
         new.get_buffer(name).copy_(buf)
     state, params = model.state_dict(), dict(new.named_parameters())  # a tied head appears once, as wte
-    src = lambda name: state[name].detach().to('cpu', work)  # noqa: E731
+    src = lambda name: state[name].detach().to('cpu', work)
 
     def reader(name, old=None, out=None):
         """Reads LayerNorm(x'): columns split over residual copies, random for mean coordinates (LayerNorm gives 0)."""
-        w = src(old or name)
-        _lift_matrix(params[name], w, out or same(w.size(0)), res, 'fresh', 'fresh', std, gen)
-        _cancelling_noise(params[name], res, noise, gen)
+        w, old = src((old or name) + 'weight'), old or name
+        w = _lift_matrix(params[name + 'weight'], w, out := out or same(w.size(0)), res, 'fresh', 'fresh', std, gen)
+        _cancelling_noise(w, res, noise, gen)
+        if name + 'bias' in params:
+            _lift_vector(params[name + 'bias'], src(old + 'bias'), out, 'zero')
 
     def writer(name, old, inputs):
         """Adds to the residual stream: rows lifted like its coordinates; columns split over input copies, 0 for new."""
-        _lift_matrix(params[name + 'weight'], src(old + 'weight'), res, inputs, 'mean', 'zero', std, gen)
-        _cancelling_noise(params[name + 'weight'], inputs, noise, gen)
+        w = _lift_matrix(params[name + 'weight'], src(old + 'weight'), res, inputs, 'mean', 'zero', std, gen)
+        _cancelling_noise(w, inputs, noise, gen)
         _lift_vector(params[name + 'bias'], src(old + 'bias'), res, 'mean')
 
     def layernorm(prefix, old, scale=1.0):  # rho * gain undoes var' = rho^2 var; mean coordinates normalise to 0
@@ -189,11 +171,10 @@ def expand_model(model, *, n_embd=None, n_head=None, n_layer=None, mlp_width=Non
             if name.startswith(('byte_encoder.', 'byte_decoder.')) and name.split('.')[1] != 'proj':
                 params[name].copy_(src(name))
         writer('byte_encoder.proj.', 'byte_encoder.proj.', same(c.byte_embd))
-        reader('byte_decoder.proj.weight')
-        params['byte_decoder.proj.bias'].copy_(src('byte_decoder.proj.bias'))
+        reader('byte_decoder.proj.')
     layernorm('transformer.ln_f.', 'transformer.ln_f.', 1.0 / k if c.tie_embeddings else 1.0)  # a tied head reads
     if not c.tie_embeddings and not c.byte_pool:  # every copy at full weight: ln_f absorbs the sum's k
-        reader('lm_head.weight')
+        reader('lm_head.')
     for i2, i in enumerate(layer_map(c.n_layer, c2.n_layer, depth_mode)):
         o, n_ = f'transformer.h.{i}.', f'transformer.h.{i2}.'
         if i is None:  # an identity block: both residual writers zero; their inputs are not, so they train
@@ -204,14 +185,10 @@ def expand_model(model, *, n_embd=None, n_head=None, n_layer=None, mlp_width=Non
             for m in (new.transformer.h[i2].attn.c_proj, new.transformer.h[i2].mlp.c_proj):
                 m.weight.zero_(), m.bias.zero_()
             continue
-        layernorm(n_ + 'ln_1.', o + 'ln_1.')
-        layernorm(n_ + 'ln_2.', o + 'ln_2.')
-        reader(n_ + 'attn.c_attn.weight', o + 'attn.c_attn.weight', qkv)
-        _lift_vector(params[n_ + 'attn.c_attn.bias'], src(o + 'attn.c_attn.bias'), qkv, 'zero')
-        writer(n_ + 'attn.c_proj.', o + 'attn.c_proj.', head_dim)
-        reader(n_ + 'mlp.c_fc.weight', o + 'mlp.c_fc.weight', unit)
-        _lift_vector(params[n_ + 'mlp.c_fc.bias'], src(o + 'mlp.c_fc.bias'), unit, 'zero')
-        writer(n_ + 'mlp.c_proj.', o + 'mlp.c_proj.', unit)
+        layernorm(n_ + 'ln_1.', o + 'ln_1.'), layernorm(n_ + 'ln_2.', o + 'ln_2.')
+        for lift, x, inputs in ((reader, 'attn.c_attn.', qkv), (writer, 'attn.c_proj.', head_dim),
+                                (reader, 'mlp.c_fc.', unit), (writer, 'mlp.c_proj.', unit)):
+            lift(n_ + x, o + x, inputs)
     return new.train(model.training).to(device=p0.device, dtype=p0.dtype)
 
 
@@ -221,9 +198,8 @@ def max_logit_diff(a, b, idx, dtype=torch.float64):
     decoder's byte logits of every next token of idx (teacher forcing)."""
     def logits(m):
         m = m if next(m.parameters()).dtype == dtype else copy.deepcopy(m).to(dtype)
-        training, x, tgt = m.training, idx.to(next(m.parameters()).device), None
-        if m.eval().config.byte_pool:
-            tgt = m.byte_targets(x[:, 1:])
+        training, x = m.training, idx.to(next(m.parameters()).device)
+        tgt = m.byte_targets(x[:, 1:]) if m.eval().config.byte_pool else None
         out = m.byte_decoder(m(x[:, :-1])[0].flatten(0, 1), tgt[:, :-1], L=tgt.size(1)) if tgt is not None else m(x)[0]
         m.train(training)
         return out
@@ -235,26 +211,20 @@ def grow(model, idx, *, n_embd=None, n_head=None, n_layer=None, mlp_width=None, 
     """expand_model, measured: (the grown model in model's dtype, its record), or a ValueError unless max |dlogits| on
     idx <= tolerance (None: 1e-9 in float64, 1e-4 in float32). It grows in check_dtype (float64 measures the
     construction, not float32 rounding), casting model in place (no second copy of a big model)."""
+    settings = {k: v for k, v in locals().items() if k not in ('model', 'idx', 'check_dtype', 'tolerance')}
     assert check_dtype in ('float32', 'float64'), "grow takes RULES' settings"
     tol = tolerance if tolerance is not None else 1e-9 if check_dtype == 'float64' else 1e-4
     dtype, t0 = next(model.parameters()).dtype, time.time()
-    model = model.to(getattr(torch, check_dtype))
-    grown = expand_model(model, n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width, method=method,
-                         depth_mode=depth_mode, noise=noise, seed=seed)
+    grown = expand_model(model := model.to(getattr(torch, check_dtype)), **settings)
     seconds, diff = time.time() - t0, max_logit_diff(model, grown, idx, getattr(torch, check_dtype))
     if not diff <= tol:
         raise ValueError(f"the grown model's logits differ from the source's by {diff:.3e} > tolerance {tol:g} "
                          f"({check_dtype}): the growth is not function-preserving for this model")
-    shape = lambda c: dict(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd, mlp_width=c.mlp_width,  # noqa: E731
-                           layer_norm_eps=c.layer_norm_eps)
+    shape = lambda c: {k: getattr(c, k) for k in ('n_layer', 'n_head', 'n_embd', 'mlp_width', 'layer_norm_eps')}
     return grown.to(dtype), dict(
         method=method, depth_mode=depth_mode, noise=noise, seed=seed, source=shape(model.config),
         target=shape(grown.config), layer_map=layer_map(model.config.n_layer, grown.config.n_layer, depth_mode),
         max_abs_dlogits=diff, check_dtype=check_dtype, check_tokens=int(idx.numel()), tolerance=tol, seconds=seconds)
-
-
-def describe(c):
-    return f"{c.n_layer}L {c.n_head}H x {c.head_size} = {c.n_embd}, mlp {c.mlp_width}"
 
 
 if __name__ == '__main__':
@@ -272,8 +242,8 @@ if __name__ == '__main__':
             raise ValueError(f"out_dir {out_dir} exists and is not empty: pick another out_dir, or pass "
                              f"--overwrite=True to replace a model directory this codebase wrote")
         check_replaceable(out_dir)
-        if files.check_dest(out_dir):
-            raise ValueError(files.check_dest(out_dir))
+        if why := files.check_dest(out_dir):
+            raise ValueError(why)
         model, source = load_model(init_from, dtype=None)  # as stored: the grown model is saved in that dtype
         tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights: it
         for m in filter(None, [model, tokenizer_record(source)]):  # fits the model and its recorded tokenizer

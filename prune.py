@@ -1,13 +1,9 @@
-"""
-Pruning of the linear weights (every linear in the blocks + the untied head), one-shot into a Hugging Face model
-directory whose pruned weights are exact zeros, or in training (Pruner):
+"""Pruning of the linear weights (every linear in the blocks + the untied head), one-shot into a Hugging Face model
+directory whose pruned weights are exact zeros, or in training (Pruner: train.py's final_sparsity):
   python prune.py --init_from=out/ckpt.pt --out_dir=out-24 --pattern=2:4 --score=sparsegpt --data_dir=data/pydoc
-  pruner = Pruner(model, final_sparsity=0.5, prune_start=..., prune_end=..., prune_every=...); every iteration:
-  loss.backward(); pruner.mask_grads(); clip; optimizer.step(); pruner.step(iter_num)
 Scores: 'magnitude' |W|; 'balanced' |W| after row/column balancing (growth-aware); calibrated on train batches no
 run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023).
-Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N + 0.5) of them.
-"""
+Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N + 0.5) of them."""
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import itertools
 import math
@@ -16,10 +12,9 @@ import time
 
 import torch
 
-from data import open_tokens, read_meta, sample_batch
+from data import estimate_loss, open_tokens, read_meta, sample_batch
 
 # -----------------------------------------------------------------------------
-# one-shot CLI defaults (read by configure(globals()) in main(); importing prune changes nothing)
 init_from = None              # a Hugging Face model directory, a train.py out_dir, or a ckpt.pt path
 out_dir = None                # the pruned model directory (new or empty; see overwrite)
 overwrite = False             # True: replace out_dir if it is a model directory this codebase wrote
@@ -42,6 +37,8 @@ seed = 1337
 CALIBRATED = ('wanda', 'sparsegpt')  # scores weighed by input activations: one-shot, on calibration batches
 SCORES = ('magnitude', 'balanced', *CALIBRATED)
 n_pruned = lambda s, numel: int(math.floor(s * numel + 0.5))  # what a sparsity s removes of numel: round half up
+is_event = lambda t, prune_start, prune_end, prune_every: prune_start <= t <= prune_end and (
+    (t - prune_start) % prune_every == 0 or t == prune_end)  # events: prune_start + k * prune_every, and prune_end
 
 
 def check_pattern(pattern, sparsity, key='sparsity'):
@@ -53,12 +50,10 @@ def check_pattern(pattern, sparsity, key='sparsity'):
         raise ValueError(f"pattern {pattern} keeps {n} of every {m} weights: set {key}={1 - int(n) / int(m)}")
 
 
-# ----------------------------------------------------------------------------- scores and masks
 def balanced_scores(w, iters=8, eps=1e-30):
-    """Growth-aware magnitude: |W_ij| / (r_i c_j), r (rows) and c (columns) by Sinkhorn balancing to unit RMS in
-    every row and column. Expansion leaves row and column scales (new rows start small, new output columns at ~0,
-    /n copies scale whole columns); dividing out any diag(a) W diag(b) lets a global threshold compare the shape
-    of the weights within each row/column rather than the scale the expansion gave them."""
+    """Growth-aware magnitude: |W_ij| / (r_i c_j), r (rows) and c (columns) by Sinkhorn balancing to unit RMS in every
+    row and column. Expansion leaves row and column scales (new rows start small, new output columns at ~0, /n copies
+    scale whole columns); dividing out any diag(a) W diag(b) lets a global threshold compare the weights' shape."""
     a2 = w.detach().float().square()
     inv_c2 = torch.ones(a2.size(1), device=a2.device)
     for _ in range(iters):
@@ -68,14 +63,11 @@ def balanced_scores(w, iters=8, eps=1e-30):
 
 
 def lowest_k(scores, k):
-    """bool mask of the k smallest entries in each row of a 2-D tensor. Exactly k per row: ties at the k-th value
-    go to the lower index, so the result is deterministic and counts are exact. Stays on the scores' device."""
+    """bool mask of exactly the k smallest of each row of a 2-D tensor: ties at the k-th go to the lower index."""
     if k <= 0 or k >= scores.size(1):
         return torch.full_like(scores, k > 0, dtype=torch.bool)
-    if scores.size(0) == 1 and scores.is_cuda:  # CUDA kthvalue gives a row one thread block: ~1 s at 1e8 weights
-        kth = scores.view(-1).sort().values[k - 1].view(1, 1)
-    else:
-        kth = scores.kthvalue(k, dim=1, keepdim=True).values
+    kth = scores.view(-1).sort().values[k - 1].view(1, 1) if scores.size(0) == 1 and scores.is_cuda else \
+        scores.kthvalue(k, dim=1, keepdim=True).values  # CUDA kthvalue gives a row one thread block: ~1 s at 1e8
     below, tie = scores < kth, scores == kth  # of the ties, the first k - below in each row
     return below | (tie & (tie.cumsum(1, dtype=torch.int32) <= k - below.sum(1, keepdim=True, dtype=torch.int32)))
 
@@ -85,11 +77,10 @@ nm_mask = lambda scores, n, m: ~lowest_k(scores.reshape(-1, m), m - n).view(scor
 
 
 def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
-    """Keep masks {name: bool} pruning a fraction `sparsity` of the weights by lowest score.
-    scope 'global': floor(s*N+.5) over all N weights together; 'layer': per tensor; 'row': per output row.
-    nm=(n, m): each group of m consecutive inputs loses floor(s*m + .5), m - n at s = 1 - n/m (never more).
-    masks: the current keep masks; their pruned weights stay pruned (counted in the target, never revived, even
-    when the target is below the sparsity they already have)."""
+    """Keep masks {name: bool} pruning a fraction `sparsity` of the weights by lowest score. scope 'global':
+    floor(s*N+.5) over all N weights together; 'layer': per tensor; 'row': per output row. nm=(n, m): each group of m
+    consecutive inputs loses floor(s*m + .5), m - n at s = 1 - n/m. masks: the current keep masks, whose pruned weights
+    stay pruned (counted in the target, never revived, even when it is below the sparsity they already have)."""
     if masks is not None:  # -inf sorts first, so already-pruned weights fill the quota before any live one
         scores = {k: s.masked_fill(~masks[k].to(s.device), -math.inf) for k, s in scores.items()}
     if nm is None and scope == 'global':  # one row of every score, split back
@@ -100,55 +91,42 @@ def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
         rows = lambda s: s.reshape(-1, nm[1]) if nm else s if scope == 'row' else s.reshape(1, -1)
         keep = {name: ~lowest_k(rows(s), n_pruned(sparsity, rows(s).size(1))).view(s.shape)
                 for name, s in scores.items()}
-    if masks is not None:  # a quota below what is already pruned must not bring weights back
-        keep = {name: k & masks[name].to(k.device) for name, k in keep.items()}
-    return keep
+    # a quota below what is already pruned must not bring weights back
+    return keep if masks is None else {name: k & masks[name].to(k.device) for name, k in keep.items()}
 
 
-# ----------------------------------------------------------------------------- schedules
 def _last_event(t, prune_start, prune_end, prune_every):
-    """(k, n): index of the last pruning event at or before iteration t (-1: none yet), and n, the index of the
-    event at prune_end. Events: prune_start + k*prune_every for k < n, and prune_end itself."""
+    """(k, n): the last event at or before t (-1: none) and prune_end's; event k < n is prune_start + k*prune_every."""
     n = -(-(prune_end - prune_start) // prune_every)
     return (-1 if t < prune_start else n if t >= prune_end else (t - prune_start) // prune_every), n
 
 
-def is_event(t, prune_start, prune_end, prune_every):
-    return prune_start <= t <= prune_end and ((t - prune_start) % prune_every == 0 or t == prune_end)
-
-
 def cubic_sparsity(t, final_sparsity, prune_start, prune_end, prune_every):
-    """Zhu & Gupta (2017) as TensorFlow Model Optimization's PolynomialDecay computes it, from s_i = 0:
-    s = s_f + (s_i - s_f)(1 - (t_k - t_0)/(t_end - t_0))^3 at the last event t_k <= t (t_0 = prune_start,
-    t_end = prune_end); 0 before t_0. The event at t_0 takes the model to s_i (a no-op), the one at prune_end to
-    s_f. When prune_end is off the grid of events, the last regular event t_n-1 is still scaled by t_end - t_0
-    (not by n * prune_every), so the final event's step is the remainder."""
+    """Zhu & Gupta (2017) as TensorFlow Model Optimization's PolynomialDecay computes it, from s_i = 0: s = s_f +
+    (s_i - s_f)(1 - (t_k - t_0)/(t_end - t_0))^3 at the last event t_k <= t (t_0 = prune_start, t_end = prune_end); 0
+    before t_0, s_i (a no-op) at t_0, s_f at prune_end. With prune_end off the grid of events, the last regular event
+    is still scaled by t_end - t_0 (not by n * prune_every): the final event's step is the remainder."""
     k, n = _last_event(t, prune_start, prune_end, prune_every)
-    if k < 0 or k == n:
-        return 0.0 if k < 0 else final_sparsity
-    return final_sparsity - final_sparsity * (1 - k * prune_every / (prune_end - prune_start)) ** 3
+    return 0.0 if k < 0 else final_sparsity if k == n else \
+        final_sparsity - final_sparsity * (1 - k * prune_every / (prune_end - prune_start)) ** 3
 
 
 def geometric_sparsity(t, final_sparsity, prune_start, prune_end, prune_every):
-    """Journey Matters (Jin et al. 2025): every one of the E events, prune_start and prune_end both counted
-    (E = n + 1), removes the same fraction p = 1 - (1 - s_f)^(1/E) of the surviving weights:
-    after event k (0-based) the density is (1 - s_f)^((k + 1)/E)."""
+    """Journey Matters (Jin et al. 2025): each of the E = n + 1 events (prune_start and prune_end both count) removes
+    the same fraction p = 1 - (1 - s_f)^(1/E) of the surviving weights: density (1 - s_f)^((k + 1)/E) after event k."""
     k, n = _last_event(t, prune_start, prune_end, prune_every)
-    if k < 0 or k == n:
-        return 0.0 if k < 0 else final_sparsity
-    return 1 - (1 - final_sparsity) ** ((k + 1) / (n + 1))
+    return 0.0 if k < 0 else final_sparsity if k == n else 1 - (1 - final_sparsity) ** ((k + 1) / (n + 1))
 
 
-# ----------------------------------------------------------------------------- pruning in training
 _local = lambda t: t.to_local() if hasattr(t, 'to_local') else t  # an FSDP2 DTensor's shard (a view) here
 
 
 class Pruner:
     """Pruning events in a training loop (call order: the README's pruning section). Masks only go 1 -> 0; pruned
-    weights are re-zeroed after every optimizer step (AdamW momentum and weight decay would move them), their
-    gradients zeroed before clipping. Masks: tensors in the weights' dtype (one torch._foreach_mul_), bool in
-    checkpoints. Calibrated scores prune once, on calib() (a list of (B, T) ids on the model's device), in their own
-    groups (no scope); their zeros are the masks. FSDP2 (magnitude, balanced): each rank masks its own shards."""
+    weights are re-zeroed after every optimizer step (AdamW momentum and weight decay would move them), their gradients
+    zeroed before clipping. Masks: in the weights' dtype (one torch._foreach_mul_), bool in checkpoints. Calibrated
+    scores prune once, on calib() (a list of (B, T) ids on the model's device), in their own groups (no scope); their
+    zeros are the masks. FSDP2 (magnitude, balanced): each rank masks its own shards."""
 
     def __init__(self, model, final_sparsity, *, prune_start, prune_end, prune_every, prune_schedule='geometric',
                  scope='global', pattern='unstructured', score='magnitude', prune_head=True, calib=None):
@@ -160,21 +138,19 @@ class Pruner:
         weights = model.linear_weights(include_head=prune_head)
         assert score not in CALIBRATED or not any(hasattr(w, 'device_mesh') for w in weights.values()), 'no FSDP'
         self.nm = None if pattern == 'unstructured' else tuple(int(x) for x in pattern.split(':'))
-        for name, w in weights.items() if self.nm else ():  # only the model can tell
-            if w.shape[-1] % self.nm[1]:
-                raise ValueError(f"pattern {pattern} groups {self.nm[1]} consecutive inputs, but {name} has "
-                                 f"{w.shape[-1]} inputs: use another M, prune_head=False, or pattern='unstructured'")
+        for name, w in ((n, w) for n, w in weights.items() if self.nm and w.shape[-1] % self.nm[1]):  # the model
+            raise ValueError(f"pattern {pattern} groups {self.nm[1]} consecutive inputs, but {name} has "
+                             f"{w.shape[-1]} inputs: use another M, prune_head=False, or pattern='unstructured'")
         if not weights:
             raise ValueError("no linear weights to prune (no blocks; the head tied, or prune_head=False)")
         self.model, self.calib, self.names, self.weights = model, calib, list(weights), list(weights.values())
+        self.card = (final_sparsity, prune_start, prune_end, prune_every)  # the schedule's arguments after t
         self.linear_params = sum(w.numel() for w in self.weights)
         # masks: None until the first event; live_sum: over iterations 0..last_iter, the live count each trained with
         self.masks, self.live, self.live_sum, self.last_iter = None, self.linear_params, 0, -1
 
     def target(self, t):
-        s = self.settings
-        return (cubic_sparsity if s['prune_schedule'] == 'cubic' else geometric_sparsity)(
-            t, s['final_sparsity'], s['prune_start'], s['prune_end'], s['prune_every'])
+        return (cubic_sparsity if self.settings['prune_schedule'] == 'cubic' else geometric_sparsity)(t, *self.card)
 
     @torch.no_grad()
     def mask_grads(self):
@@ -186,8 +162,7 @@ class Pruner:
         """After optimizer.step() of iteration iter_num: prune if iter_num is an event, then re-zero."""
         self.live_sum += max(0, iter_num - self.last_iter) * self.live  # since the last call: at the count in force
         self.last_iter = max(self.last_iter, iter_num)
-        event = is_event(iter_num, *map(self.settings.get, ('prune_start', 'prune_end', 'prune_every')))
-        if event:
+        if event := is_event(iter_num, *self.card[1:]):
             self.prune_to(self.target(iter_num))
         if self.masks is not None:
             torch._foreach_mul_([_local(w) for w in self.weights], self.masks)
@@ -196,11 +171,10 @@ class Pruner:
     @torch.no_grad()
     def prune_to(self, sparsity):
         """One pruning event: masks at `sparsity` among the surviving weights (on their device, no host copy)."""
-        score, weights = self.settings['score'], dict(zip(self.names, self.weights))
+        score, weights, training = self.settings['score'], dict(zip(self.names, self.weights)), self.model.training
         if score in CALIBRATED:  # the weights pruned before are 0 (re-zeroed every step): its zeros keep them
-            training = self.model.training
-            prune_fn = wanda_prune if score == 'wanda' else sparsegpt_prune
-            prune_fn(self.model.eval(), weights, self.calib(), sparsity, self.nm)
+            prune = wanda_prune if score == 'wanda' else sparsegpt_prune
+            prune(self.model.eval(), weights, self.calib(), sparsity, self.nm)
             self.model.train(training)
             return self.set_masks({n: w != 0 for n, w in weights.items()})
         fn = balanced_scores if score == 'balanced' else lambda w: w.detach().float().abs()
@@ -250,18 +224,15 @@ class Pruner:
         self.live_sum, self.last_iter = int(sd['live_sum']), int(sd['last_iter'])
 
 
-# ----------------------------------------------------------------------------- calibrated: Wanda and SparseGPT
 @torch.no_grad()
 def calibrate(model, weights, batches, stat):
-    """Yields, block by block (any weight outside the blocks alone), the names and {name: sum over the batches of
-    stat(X)}, X (tokens, inputs) what that linear reads. The caller prunes a block before the next is calibrated:
-    block i sees the model whose earlier blocks are already pruned, as both papers do."""
+    """Per block (a weight outside them alone): its names, {name: sum over the batches of stat(X)}, X (tokens, inputs)
+    what it reads; the caller prunes each block before the next runs (it sees them pruned, as both papers do)."""
     for _, names in itertools.groupby(weights, lambda n: n.split('.')[2] if n.startswith('transformer.h.') else n):
         names, sums, hooks = list(names), {}, []
         for name in names:
             def hook(mod, inputs, name=name):
-                x = stat(inputs[0].detach().reshape(-1, inputs[0].size(-1)))
-                sums[name] = sums[name] + x if name in sums else x
+                sums[name] = sums.get(name, 0) + stat(inputs[0].detach().reshape(-1, inputs[0].size(-1)))
             hooks.append(model.get_submodule(name.rpartition('.')[0]).register_forward_pre_hook(hook))
         try:  # a byte-level model reads bytes and its decoder the next tokens' bytes: as bytes, every position runs
             for x in batches:  # the encoder, so each token weighs as often as it occurs (ByteEncoder.ids)
@@ -277,9 +248,8 @@ def wanda_prune(model, weights, batches, sparsity, nm=None):
     """Wanda (Sun et al. 2023), block by block: S_ij = |W_ij| * ||X_j||_2, X_j the j-th input over every calibration
     token, compared within each output row (per-output sparsity)."""
     for names, sq in calibrate(model, weights, batches, lambda x: x.float().square().sum(0)):
-        for n in names:
-            keep = compute_masks({n: weights[n].float().abs() * sq[n].sqrt()}, sparsity, 'row', nm)[n]
-            weights[n].mul_(keep.to(weights[n].dtype))
+        for n, w in ((n, weights[n]) for n in names):
+            w.mul_(compute_masks({n: w.float().abs() * sq[n].sqrt()}, sparsity, 'row', nm)[n].to(w.dtype))
 
 
 @torch.no_grad()
@@ -293,14 +263,13 @@ def sparsegpt_prune(model, weights, batches, sparsity, nm=None, blocksize=128, p
 
 def sparsegpt_layer(W, H, sparsity, nm=None, blocksize=128, percdamp=0.01):
     """SparseGPT's Algorithm 1 on one layer W (out, in), in float64. Columns are pruned left to right; pruning w_j
-    (OBS) moves the columns after it by -(w_j / [H_F^-1]_jj) [H_F^-1]_j,: with F the columns not yet done, each
-    read off one upper Cholesky factor U of H^-1: U_j,j: = [H_F^-1]_j,: / sqrt([H_F^-1]_jj); a block's updates
-    reach the later columns at once (lazy batch updates). Masks by the OBS saliency (w_j / U_jj)^2: unstructured,
-    the lowest `sparsity` of a block (rows x columns) when it starts; N:M, the m-n lowest of each row's m columns
-    when they start. Dampening percdamp * mean(diag H) keeps H invertible; inputs never active (H_jj = 0) get
-    H_jj = 1 and weights 0. Weights already 0 stay 0 (a pruned checkpoint's masks hold)."""
+    (OBS) moves the columns after it by -(w_j / [H_F^-1]_jj) [H_F^-1]_j,: with F the columns not yet done, each read
+    off one upper Cholesky factor U of H^-1: U_j,j: = [H_F^-1]_j,: / sqrt([H_F^-1]_jj); a block's updates reach the
+    later columns at once (lazy batch updates). Masks by the OBS saliency (w_j / U_jj)^2: unstructured, the lowest
+    `sparsity` of a block (rows x columns) when it starts; N:M, the m-n lowest of each row's m columns when they start.
+    Dampening percdamp * mean(diag H) keeps H invertible; never-active inputs (H_jj = 0) get H_jj = 1 and weights 0."""
     W, H = W.detach().double().clone(), H.double().clone()
-    pre, dead = W == 0, H.diagonal() == 0
+    pre, dead = W == 0, H.diagonal() == 0  # pre: weights already 0 stay 0 (a pruned checkpoint's masks hold)
     H[dead, dead], W[:, dead] = 1, 0
     H.diagonal().add_(percdamp * H.diagonal().mean())
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
@@ -320,22 +289,18 @@ def sparsegpt_layer(W, H, sparsity, nm=None, blocksize=128, percdamp=0.01):
     return W
 
 
-# ----------------------------------------------------------------------------- one-shot script
-def main():
+if __name__ == '__main__':
     from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between, one_of,
                               device as device_rule)
-    from data import estimate_loss
     from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer
     from files import check_dest
     from hf_io import check_replaceable, load_model, save_pretrained
     from model import DTYPES
-    configure(globals(), rules=dict(
-        init_from=non_empty, out_dir=non_empty, sparsity=between(0, 1, hi_open=True),
-        scope=one_of('global', 'layer', 'row'), score=one_of(*SCORES),
-        data_dir=non_empty, batch_size=positive, block_size=positive, eval_iters=positive, calib_batches=positive,
-        device=device_rule, seed=non_negative, save_dtype=one_of(*DTYPES),
-        tokenizer=one_of(*TOKENIZERS)))
-    t0, calibrated, val, calib = time.time(), score in CALIBRATED, None, None
+    configure(globals(), rules=dict(init_from=non_empty, out_dir=non_empty, data_dir=non_empty,
+        sparsity=between(0, 1, hi_open=True), score=one_of(*SCORES), scope=one_of('global', 'layer', 'row'),
+        save_dtype=one_of(*DTYPES), tokenizer=one_of(*TOKENIZERS), device=device_rule, seed=non_negative,
+        batch_size=positive, block_size=positive, eval_iters=positive, calib_batches=positive))
+    t0, calibrated = time.time(), score in CALIBRATED
     try:
         if init_from is None or out_dir is None:
             raise ValueError("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new dir>")
@@ -345,19 +310,17 @@ def main():
     except ValueError as e:
         fail(e, CONFIG_ERROR)
     if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)) and not overwrite:
-        fail(f"out_dir {out_dir} exists and is not empty: choose a new directory, or pass --overwrite=True to "
-             f"replace a model directory this codebase wrote")
+        fail(f"out_dir {out_dir} is not empty: choose a new one, or pass --overwrite=True to replace a model made here")
     try:
         check_replaceable(out_dir)
-        if check_dest(out_dir):
-            raise ValueError(check_dest(out_dir))
+        if why := check_dest(out_dir):
+            raise ValueError(why)
         model, source = load_model(init_from, dtype=None)  # as stored: saved back in that dtype
         tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights
         check_tokenizers(model, tok, 'the model', f'the {tok.name} tokenizer')
         out_dtype, ckpt = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype, source['checkpoint']
-        pruner = Pruner(model.to(device).eval(), sparsity, prune_start=0, prune_end=0, prune_every=1, scope=scope,
-                        pattern=pattern, score=score, prune_head=prune_head,
-                        calib=(lambda: calib) if calibrated else None)
+        pruner = Pruner(model.to(device).eval(), sparsity, prune_start=0, prune_end=0, prune_every=1, pattern=pattern,
+                        score=score, scope=scope, prune_head=prune_head, calib=(lambda: calib) if calibrated else None)
         T, meta = block_size or min(model.config.block_size, 1024), read_meta(data_dir) if data_dir else None
         if meta:  # calibration and val batches must spell the model's ids
             check_tokenizers(tok.meta(), meta, f"the model's tokenizer ({init_from})", f'the dataset {data_dir}')
@@ -373,12 +336,12 @@ def main():
         fail(e)
     if T > model.config.block_size:
         fail(f"block_size={T} exceeds the model's context of {model.config.block_size}", CONFIG_ERROR)
-    val_loss = lambda: estimate_loss(model, [(b[:, :-1], b[:, 1:]) for b in val])[0]  # noqa: E731
-    before = val_loss() if val else None
+    val_loss = lambda: estimate_loss(model, [(b[:, :-1], b[:, 1:]) for b in val])[0] if val else None
+    before = val_loss()
     if ((ckpt or {}).get('pruner') or {}).get('masks') is not None:  # a pruning run's checkpoint: its pruned
         pruner.set_masks(ckpt['pruner']['masks'])                    # weights stay pruned whatever the score
     pruner.step(0)
-    after, weights = val_loss() if val else None, dict(zip(pruner.names, pruner.weights))
+    after, weights = val_loss(), dict(zip(pruner.names, pruner.weights))
     rows = [(n, str(tuple(w.shape)), w.numel(), int(torch.count_nonzero(w))) for n, w in weights.items()]
     total, nonzero = sum(r[2] for r in rows), sum(r[3] for r in rows)
     print(f"{'weight':<40s} {'shape':>14s} {'params':>12s} {'nonzero':>12s} {'sparsity':>8s}")
@@ -393,15 +356,10 @@ def main():
                           val_loss_after=after) if val else {}))
     if val:
         print(f"val loss {before:.4f} -> {after:.4f}   perplexity {math.exp(before):.2f} -> {math.exp(after):.2f}")
-    # provenance: the source's record (e.g. its expansion), this pruning appended
-    meta = dict(source['record'], tokenizer=tok.meta(), pruning=source['record'].get('pruning', []) + [record])
-    try:
-        save_pretrained(model.to(out_dtype), out_dir, extra_meta=meta, tokenizer=tok, replace=True)  # new/empty/ours
+    try:  # provenance: the source's record (e.g. its expansion), this pruning appended; new, empty or ours
+        save_pretrained(model.to(out_dtype), out_dir, tokenizer=tok, replace=True, extra_meta=dict(
+            source['record'], tokenizer=tok.meta(), pruning=source['record'].get('pruning', []) + [record]))
     except (ValueError, OSError) as e:
         fail(e)
     print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}; "
           f"{pattern}, {score}), {time.time() - t0:.1f}s")
-
-
-if __name__ == '__main__':
-    main()
