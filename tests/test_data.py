@@ -117,30 +117,17 @@ def test_prepare_script_local_files(tmp_path):
         list(iter_documents(f'{tmp_path}/*.gz'))
 
 
-@pytest.mark.parametrize('name', ['shakespeare_char', 'pydoc'])
-def test_corpus_scripts(name, tmp_path):
-    """Tiny Shakespeare: the first 90% train, the rest val, cut at a line break, 65 characters + eot. The pydoc corpus
-    (on any CPython): the topics first, in order, then docstrings, over a million characters."""
-    src = os.path.join(SHARED_DATA, 'tinyshakespeare', 'input.txt')
-    if name == 'shakespeare_char' and not os.path.exists(src):
-        pytest.skip(f'{src} not available')
-    r = subprocess.run([sys.executable, f'data/{name}/prepare.py', f'--out_dir={tmp_path}'] +
-                       ([f'--input={src}'] if name == 'shakespeare_char' else []),
-                       cwd=REPO, capture_output=True, text=True, timeout=120)
+def test_pydoc_corpus(tmp_path):
+    """The pydoc corpus (on any CPython): the topics first, in order, then docstrings, over a million characters."""
+    r = subprocess.run([sys.executable, 'data/pydoc/prepare.py', f'--out_dir={tmp_path}'], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     with open(tmp_path / 'meta.json') as f:
         meta = json.load(f)
-    if name == 'shakespeare_char':
-        with open(src) as f:
-            text = f.read()
-        cut = text.index('\n', int(len(text) * 0.9)) + 1
-        assert meta['vocab_size'] == 66 and text[cut - 1] == '\n'
-        check_dataset(str(tmp_path), [text[:cut]], [text[cut:]])
-    else:
-        from pydoc_data.topics import topics
-        first = np.fromfile(tmp_path / 'train.bin', dtype=meta['dtype'])[:len(topics[sorted(topics)[0]])]
-        assert tokenizer_from_meta(meta).decode(first) == topics[sorted(topics)[0]]
-        assert meta['tokenizer'] == 'char' and meta['train_tokens'] > 1_000_000 and meta['val_tokens'] > 20_000
+    from pydoc_data.topics import topics
+    first = np.fromfile(tmp_path / 'train.bin', dtype=meta['dtype'])[:len(topics[sorted(topics)[0]])]
+    assert tokenizer_from_meta(meta).decode(first) == topics[sorted(topics)[0]]
+    assert meta['tokenizer'] == 'char' and meta['train_tokens'] > 1_000_000 and meta['val_tokens'] > 20_000
 
 
 @pytest.mark.parametrize('name', NAMES)
