@@ -1,14 +1,14 @@
 """
 Train a GPT (Pythia / GPT-2 architecture), nanoGPT style; optionally grow it first and prune it as it trains.
   python train.py config/train_pydoc_cpu.py                       # one process (CPU or one GPU)
-  python train.py config/train_pydoc_cpu.py --init_from=resume    # continue out_dir/ckpt.pt exactly
+  python train.py --out_dir=out-pydoc --init_from=resume          # continue out_dir/ckpt.pt exactly
   torchrun --standalone --nproc_per_node=8 train.py config/grow_70m.py   # DDP (fsdp=True: FSDP2), one rank per GPU
 init_from: 'scratch', 'resume', or a pretrained model (a Hugging Face directory, a hub id, another run's ckpt.pt);
 grow={'n_embd': 1024, ...} first grows that model function-preservingly (expand.grow, exactness measured).
 Exactness: the sequences of iteration t are a function of (seed, t) alone, whatever the ranks and micro_batch_size,
-so a resume replays the same tokens. One run owns out_dir (train.lock, taken before anything is written): it holds
+so a resume replays the same tokens. One run owns out_dir (train.lock, taken before the first write): it holds
 train_config.json, ckpt.pt (atomic, with a checksum), metrics.jsonl (a record per line), model/ with save_hf=True.
-docs/guarantees.md says what may change on resume.
+A resume takes the checkpoint's settings; docs/guarantees.md says which may change.
 """
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import json
@@ -38,11 +38,11 @@ checkpoint_interval = None    # save ckpt.pt every this many iterations (a multi
 eval_iters = 20               # val batches per evaluation (the same batches in every run)
 log_interval = 10
 eval_only = False             # evaluate the initial model and exit, writing nothing
-always_save_checkpoint = True # False: save ckpt.pt only when the val loss improves (small corpora overfit)
+always_save_checkpoint = True  # False: save ckpt.pt only when the val loss improves (small corpora overfit)
 save_hf = False               # at the end also write out_dir/model, a Hugging Face directory
 overwrite = False             # True: a fresh run replaces the run in out_dir
 init_from = 'scratch'         # 'scratch' | 'resume' | a model directory, hub id, or another run's ckpt.pt
-grow = None                   # grow init_from first: expand.grow's settings, e.g. {'n_embd': 1024, 'method': 'isotropic'}
+grow = None                   # grow init_from first with expand.grow's settings, e.g. {'n_embd': 1024}
 model_preset = 'pythia-14m'   # scratch: a model.PRESETS name; the shape keys below override it
 arch = None                   # scratch shape keys (None: the preset's)
 n_layer = None
@@ -59,7 +59,7 @@ byte_layer = 2
 byte_block = 16               # bytes per token (a longer token keeps its first byte_block)
 batch_size = 12               # sequences per micro-step: the global batch is gradient_accumulation_steps * batch_size
 gradient_accumulation_steps = 1  # micro-steps per iteration, over all ranks (a multiple of the world size)
-micro_batch_size = None       # sequences per forward (None: batch_size): speed and memory only, the gradient is the same
+micro_batch_size = None       # sequences per forward (None: batch_size): speed and memory only, same gradient
 learning_rate = 6e-4          # AdamW; linear warmup, then cosine down to min_lr at lr_decay_iters
 min_lr = None                 # None: learning_rate / 10
 max_iters = 5000
@@ -93,48 +93,46 @@ wandb_run_name = None
 from configurator import (CONFIG_ERROR, INTERRUPTED, Rule, between, check, configure, fail, non_empty,  # noqa: E402
                           non_negative, nullable, one_of, positive, device as device_rule)
 from prune import CALIBRATED, SCORES, check_pattern  # noqa: E402
+unit = between(0, 1, hi_open=True)
 config = configure(globals(), rules=dict(
-    out_dir=non_empty, data_dir=non_empty, eval_interval=positive, checkpoint_interval=positive,
-    eval_iters=positive, log_interval=positive, init_from=non_empty,
-    grow=Rule(lambda v: isinstance(v, dict) and v, "a dict of expand.grow's settings, e.g. {'n_embd': 1024}"),
+    out_dir=non_empty, data_dir=non_empty, eval_interval=positive, checkpoint_interval=positive, eval_iters=positive,
+    log_interval=positive, init_from=non_empty, grow=Rule(lambda v: isinstance(v, dict) and v, "a dict of settings"),
     model_preset=nullable(one_of(*PRESETS)), arch=one_of('gpt_neox', 'gpt2'), n_layer=positive, n_head=positive,
-    n_embd=positive, mlp_width=positive, vocab_size=positive, block_size=positive, dropout=between(0, 1, hi_open=True),
-    byte_embd=positive, byte_head=positive, byte_layer=positive, byte_block=positive,
-    batch_size=positive, gradient_accumulation_steps=positive,
-    micro_batch_size=positive, learning_rate=positive, min_lr=non_negative, max_iters=non_negative,
-    warmup_iters=non_negative, lr_decay_iters=positive, weight_decay=non_negative, beta1=between(0, 1, hi_open=True),
-    beta2=between(0, 1, hi_open=True), grad_clip=non_negative, final_sparsity=between(0, 1, hi_open=True),
-    prune_start=non_negative, prune_end=non_negative, prune_every=positive,
-    prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
-    score=one_of(*SCORES), calib_batches=positive, device=device_rule,
-    compile_mode=one_of('default', 'max-autotune-no-cudagraphs', 'max-autotune', 'reduce-overhead'), dtype=one_of('bfloat16', 'float32'),
+    n_embd=positive, mlp_width=positive, vocab_size=positive, block_size=positive, dropout=unit, byte_embd=positive,
+    byte_head=positive, byte_layer=positive, byte_block=positive, batch_size=positive,
+    gradient_accumulation_steps=positive, micro_batch_size=positive, learning_rate=positive, min_lr=non_negative,
+    max_iters=non_negative, warmup_iters=non_negative, lr_decay_iters=positive, weight_decay=non_negative, beta1=unit,
+    beta2=unit, grad_clip=non_negative, final_sparsity=unit, prune_start=non_negative, prune_end=non_negative,
+    prune_every=positive, prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
+    score=one_of(*SCORES), calib_batches=positive, device=device_rule, dtype=one_of('bfloat16', 'float32'),
+    compile_mode=one_of('default', 'max-autotune-no-cudagraphs', 'max-autotune', 'reduce-overhead'),
     seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
 if grow is not None:
     from expand import RULES as GROW_RULES
-    unknown = Rule(lambda v: False, f"a setting of expand.grow: {', '.join(GROW_RULES)}")
     try:
         for k, v in grow.items():
-            check(f'grow[{k!r}]', v, None, GROW_RULES.get(k, unknown))
+            check(f'grow[{k!r}]', v, None, GROW_RULES.get(k, Rule(lambda v: False, "a setting of expand.grow: " +
+                                                                   ', '.join(GROW_RULES))))
     except ValueError as e:
         fail(e, CONFIG_ERROR)
+ckpt_path, metrics_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'metrics.jsonl')
 if init_from == 'resume':  # the run continues as it was: the settings not given again are the checkpoint's
-    ckpt_file = os.path.join(out_dir, 'ckpt.pt')
     try:
-        saved = torch.load(ckpt_file, map_location='cpu', weights_only=True, mmap=True)['config']
+        saved = torch.load(ckpt_path, map_location='cpu', weights_only=True, mmap=True)['config']
     except FileNotFoundError:
-        fail(f"init_from='resume' but {ckpt_file} does not exist: train into this out_dir first")
+        fail(f"init_from='resume' but {ckpt_path} does not exist: train into this out_dir first")
     except Exception as e:  # torch's own errors for a file that is not a checkpoint
-        fail(f"{ckpt_file} is not a readable checkpoint ({type(e).__name__}): restore it, or start a new out_dir")
+        fail(f"{ckpt_path} is not a readable checkpoint ({type(e).__name__}): restore it, or start a new out_dir")
     # one given again must equal it, unless it only says how the run is watched, saved and computed, or how long
     free = {'out_dir', 'data_dir', 'eval_interval', 'checkpoint_interval', 'log_interval', 'eval_iters', 'eval_only',
             'save_hf', 'always_save_checkpoint', 'overwrite', 'init_from', 'max_iters', 'micro_batch_size', 'device',
             'dtype', 'compile', 'compile_mode', 'wandb_log', 'wandb_project', 'wandb_run_name', 'calib_batches'}
-    changed = [k for k in saved if k in config and k not in free and k in _given and saved[k] != config[k]]
-    if changed:
-        fail(f"{ckpt_file} was trained with {changed[0]}={saved[changed[0]]!r}, not {config[changed[0]]!r}: a resume "
-             f"keeps what the run is (docs/guarantees.md); drop --{changed[0]}, or start a new out_dir", CONFIG_ERROR)
-    config.update({k: v for k, v in saved.items() if k in config and k not in _given and k != 'init_from'})
-    globals().update(config)  # data_dir may move (the dataset itself is compared on loading)
+    given = globals()['_given']  # what files and --key=value set (configure records it)
+    for k in [k for k in saved if k in config and k not in free and k in given and saved[k] != config[k]][:1]:
+        fail(f"{ckpt_path} was trained with {k}={saved[k]!r}, not {config[k]!r}: a resume keeps what the run is "
+             f"(docs/guarantees.md); drop --{k}, or start a new out_dir", CONFIG_ERROR)
+    config.update({k: v for k, v in saved.items() if k in config and k not in given and k != 'init_from'})
+    globals().update(config)  # data_dir may move: the dataset itself is compared when loaded
 config['min_lr'] = min_lr = learning_rate / 10 if min_lr is None else min_lr
 calibrated = final_sparsity > 0 and score in CALIBRATED
 try:
@@ -144,8 +142,8 @@ except ValueError as e:
 for bad, msg in [
         (checkpoint_interval and checkpoint_interval % eval_interval, f"checkpoint_interval={checkpoint_interval} "
          f"must be a multiple of eval_interval={eval_interval}: checkpoints are saved at evaluations"),
-        (grow is not None and init_from == 'scratch', "grow grows a pretrained model: set init_from to a "
-         "model directory, hub id or checkpoint (for the grown shape from scratch, set n_embd, n_head, ... instead)"),
+        (grow is not None and init_from == 'scratch', "grow grows a pretrained model: set init_from to a model "
+         "directory, hub id or checkpoint (for the grown shape from scratch, set n_embd, n_head, ... instead)"),
         (min_lr > learning_rate, f"min_lr={min_lr} is above learning_rate={learning_rate}: the cosine decays to it"),
         (prune_end < prune_start, f"prune_end={prune_end} is before prune_start={prune_start}"),
         (calibrated and prune_start != prune_end, f"score={score!r} prunes once with calibration: set prune_start = "
@@ -157,24 +155,20 @@ for bad, msg in [
         fail(msg, CONFIG_ERROR)
 
 # distributed: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; every rank runs this whole script
-ddp = 'RANK' in os.environ
-rank, local_rank, world_size = 0, 0, 1
+ddp, rank, local_rank, world_size = 'RANK' in os.environ, 0, 0, 1
 if ddp:
     dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
     rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), dist.get_world_size()
     if device.startswith('cuda'):
-        device = f'cuda:{local_rank}'
-        torch.cuda.set_device(device)
-master = rank == 0
+        torch.cuda.set_device(device := f'cuda:{local_rank}')
+master, micro = rank == 0, micro_batch_size or batch_size
 local_seqs = gradient_accumulation_steps * batch_size // world_size  # this rank's sequences per iteration
-micro = micro_batch_size or batch_size
 if gradient_accumulation_steps % world_size or local_seqs % micro:
-    fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the world size {world_size}, "
-         f"and each rank's {local_seqs} sequences a multiple of micro_batch_size={micro}", CONFIG_ERROR)
+    fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the world size "
+         f"{world_size}, and each rank's {local_seqs} sequences a multiple of micro_batch_size={micro}", CONFIG_ERROR)
 device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 autocast = torch.autocast(device_type, torch.bfloat16) if device_type == 'cuda' and dtype == 'bfloat16' else None
-if device_type == 'cuda':
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
 
 def agree(error):
@@ -187,16 +181,12 @@ def agree(error):
         fail(error) if master else sys.exit(1)
 
 
-# out_dir: a run in it is never replaced unless told to; it is claimed (train.lock) once everything is checked,
-# before the first write, and checked again then (two runs started at once: exactly one gets the lock)
-ckpt_path, metrics_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'metrics.jsonl')
-
-
 def out_dir_error():
-    """Why this run may not write into out_dir, or None (rank 0 asks; the others learn it through agree)."""
+    """Why this run may not write into out_dir, or None. Asked before anything is loaded, and again once the lock
+    is held (of two runs started at once, exactly one gets it): a run in out_dir is never replaced unless told to."""
+    holder = files.lock_holder(os.path.join(out_dir, 'train.lock'))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         return f"out_dir {out_dir} is a file, not a folder: choose another out_dir"
-    holder = files.lock_holder(os.path.join(out_dir, 'train.lock'))
     if holder and holder != str(os.getpid()):
         return f"{out_dir} is in use by pid {holder}: wait for it or choose another out_dir"
     if init_from != 'resume' and not overwrite and any(
@@ -204,8 +194,7 @@ def out_dir_error():
         return (f"out_dir {out_dir} already holds a run: continue it with --init_from=resume, choose another "
                 f"out_dir, or pass --overwrite=True to replace it")
     try:
-        if save_hf:  # the export must not replace anything this run did not write
-            check_replaceable(os.path.join(out_dir, 'model'))
+        check_replaceable(os.path.join(out_dir, 'model')) if save_hf else None  # replaces only what it wrote
     except ValueError as e:
         return str(e)
     return files.check_dest(out_dir)
@@ -221,51 +210,49 @@ try:
               if s != 'test' or os.path.exists(os.path.join(data_dir, 'test.bin'))}
     try:
         tokenizer = tokenizer_from_meta(meta)
+        nbytes_of = torch.tensor([len(b) for b in tokenizer.token_bytes()], dtype=torch.float64)
     except (ValueError, OSError) as e:
         if save_hf or byte_pool:
             raise
-        tokenizer = None
+        tokenizer = nbytes_of = None
         print(f"note: no bits per byte ({e})")
-    nbytes_of = None if tokenizer is None else torch.tensor([len(b) for b in tokenizer.token_bytes()], dtype=torch.float64)
     torch.manual_seed(seed)  # the same initial weights on every rank
     checkpoint, growth, record, origin = None, None, {}, init_from
     shape = {k: v for k, v in dict(arch=arch, n_layer=n_layer, n_head=n_head, n_embd=n_embd, mlp_width=mlp_width,
                                     vocab_size=vocab_size, block_size=block_size).items() if v is not None}
     if init_from == 'scratch':
         shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # a multiple of 64: matmul-friendly
-        if byte_pool:
-            shape.update(byte_pool=True, byte_embd=byte_embd, byte_head=byte_head, byte_layer=byte_layer,
-                         byte_block=byte_block)
+        shape.update(dict(byte_pool=True, byte_embd=byte_embd, byte_head=byte_head, byte_layer=byte_layer,
+                          byte_block=byte_block) if byte_pool else {})
         model = GPT(preset_config(model_preset, dropout=dropout, **shape) if model_preset else
                     GPTConfig(dropout=dropout, **shape))
         if byte_pool:
             from byte_pool import byte_table
             model.byte_table.copy_(byte_table(tokenizer.token_bytes(), model.config.vocab_size, byte_block))
+    elif init_from == 'resume':
+        model, source = load_model(ckpt_path)  # float32: what AdamW updates; the checksum is verified
+        checkpoint, seen = source['checkpoint'], source['checkpoint'].get('data') or {}
+        if max_iters < checkpoint['iter_num']:
+            raise ValueError(f"max_iters={max_iters} is below the checkpoint's iteration {checkpoint['iter_num']}: a "
+                             f"resume only continues")
+        growth, origin, record = checkpoint.get('growth'), checkpoint.get('origin', init_from), checkpoint.get(
+            'record') or checkpoint.get('provenance') or {}
+        check_tokenizers(seen, meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
+        if seen.get('train_tokens', meta.get('train_tokens')) != meta.get('train_tokens'):
+            raise ValueError(f"{ckpt_path} trained on a dataset of {seen['train_tokens']:,} tokens, {data_dir} holds "
+                             f"{meta.get('train_tokens')}: resume on the run's own dataset")
     else:
-        model, source = load_model(ckpt_path if init_from == 'resume' else init_from)  # float32: what AdamW updates
-        if init_from == 'resume':
-            checkpoint = source['checkpoint']
-            if max_iters < checkpoint['iter_num']:
-                raise ValueError(f"max_iters={max_iters} is below the checkpoint's iteration {checkpoint['iter_num']}:"
-                                 f" a resume only continues")
-            growth, origin = checkpoint.get('growth'), checkpoint.get('origin', init_from)
-            record = checkpoint.get('record') or checkpoint.get('provenance') or {}
-            seen = checkpoint.get('data') or {}
-            check_tokenizers(seen, meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
-            if seen.get('train_tokens', meta.get('train_tokens')) != meta.get('train_tokens'):
-                raise ValueError(f"{ckpt_path} trained on a dataset of {seen['train_tokens']:,} tokens, {data_dir} "
-                                 f"holds {meta.get('train_tokens')}: resume on the run's own dataset")
-        else:
-            record = source['record']
-            if tokenizer_record(source) is not None:  # a model records the tokenizer its ids belong to
-                check_tokenizers(tokenizer_record(source), meta, f'the model {init_from}', f'the dataset {data_dir}')
-            if set(shape) - {'block_size'}:
-                raise ValueError(f"init_from={init_from!r} takes the shape from the model: drop "
-                                 f"{sorted(set(shape) - {'block_size'})}")
-            model.config.dropout = dropout  # a pretrained model trains with this run's dropout
-            for m in model.modules():
-                if isinstance(m, torch.nn.Dropout) or isinstance(getattr(m, 'dropout', None), float):
-                    m.p = m.dropout = dropout
+        model, source = load_model(init_from)
+        record = source['record']
+        if tokenizer_record(source) is not None:  # a model records the tokenizer its ids belong to
+            check_tokenizers(tokenizer_record(source), meta, f'the model {init_from}', f'the dataset {data_dir}')
+        if set(shape) - {'block_size'}:
+            raise ValueError(f"init_from={init_from!r} takes the shape from the model: drop "
+                             f"{sorted(set(shape) - {'block_size'})}")
+        model.config.dropout = dropout  # a pretrained model trains with this run's dropout
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = dropout
     check_tokenizers(model, meta, 'the model', f'the dataset {data_dir}')
     if model.config.byte_pool:
         from byte_pool import check_byte_table
@@ -279,44 +266,43 @@ except (ValueError, OSError) as e:
     fail(e)
 
 
-def get_batch(split, it, j=None):
-    """Train: this rank's sequences of iteration it, the micro-steps rank, rank + W, ... of batch_size each, each
-    keyed (seed, it, micro-step): the split into ranks and micro-batches never changes which sequences train.
-    Val: batch j of eval_iters fixed batches (seed 0), the same in every run with this batch_size."""
-    if split == 'val':
-        xy = sample_batch(splits['val'], 0, (j,), batch_size, block_size)
-    else:
-        xy = np.concatenate([sample_batch(splits['train'], seed, (it, m), batch_size, block_size)
-                             for m in range(rank, gradient_accumulation_steps, world_size)])
+def to_device(xy):
     xy = torch.from_numpy(xy)
-    if device_type == 'cuda':
-        xy = xy.pin_memory().to(device, non_blocking=True)
+    xy = xy.pin_memory().to(device, non_blocking=True) if device_type == 'cuda' else xy
     return xy[:, :-1], xy[:, 1:]
 
 
+def get_batch(it):
+    """This rank's sequences of iteration it: micro-steps rank, rank + W, ... of batch_size each, each keyed (seed, it,
+    micro-step), so the split into ranks and micro-batches never changes which sequences train."""
+    return to_device(np.concatenate([sample_batch(splits['train'], seed, (it, m), batch_size, block_size)
+                                     for m in range(rank, gradient_accumulation_steps, world_size)]))
+
+
 def evaluate(m, split='val'):
-    """(loss, bits per byte) over the val batches, or over the whole test split once (no choice reads it)."""
-    batches = ((get_batch('val', None, k)) for k in range(eval_iters)) if split == 'val' else (
-        (torch.from_numpy(w[:, :-1]).to(device), torch.from_numpy(w[:, 1:]).to(device))
-        for w in windows(splits['test'], block_size, batch_size))
+    """(loss, bits per byte) over eval_iters fixed val batches (seed 0: the same in every run with this batch_size),
+    or over the whole test split once, which no choice reads."""
+    batches = (to_device(sample_batch(splits['val'], 0, (k,), batch_size, block_size)) for k in range(eval_iters)) \
+        if split == 'val' else map(to_device, windows(splits['test'], block_size, batch_size))
     return estimate_loss(m, batches, nbytes_of, autocast)[:2]
 
 
 if grow is not None and checkpoint is None:
-    # grown on the CPU in check_dtype before compile and DDP (every rank grows the same model from the same seed);
+    # grown on the CPU in float64 before compile and DDP (every rank grows the same model from the same seed);
     # exactness measured on real text: 4 sequences of val batch 0, up to 256 tokens each
     from expand import describe, grow as expand
-    small_val_loss = evaluate(model.to(device))[0]
-    small, idx = model.config, get_batch('val', None, 0)[0][:4, :256].cpu()
+    small_val_loss, small = evaluate(model.to(device))[0], model.config
     try:
+        idx = to_device(sample_batch(splits['val'], 0, (0,), batch_size, block_size))[0][:4, :256].cpu()
         model, growth = expand(model.cpu(), idx, **{'seed': seed, **grow})
     except ValueError as e:
         fail(e)
-    growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss, **({'parent': record} if record else {}))
+    growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss, **({'parent': record} if record
+                                                                                         else {}))
     record = {}  # the growth record holds the source's; new units train from 0, so no source masks carry over
-    if master:
-        print(f"grew {describe(small)} -> {describe(model.config)}: max |dlogits| {growth['max_abs_dlogits']:.3e} "
-              f"against the small model (tolerance {growth['tolerance']:g}); small model val loss {small_val_loss:.4f}")
+    print(f"grew {describe(small)} -> {describe(model.config)}: max |dlogits| {growth['max_abs_dlogits']:.3e} against "
+          f"the small model (tolerance {growth['tolerance']:g}); small model val loss {small_val_loss:.4f}") if master \
+        else None
 raw_model = model.to(device)  # the GPT itself (sharded in place with fsdp): state, pruning, evaluation, saving
 if fsdp:  # FSDP2: each block one unit (gathered for its forward/backward); the root holds embeddings, ln_f and head
     from torch.distributed.device_mesh import init_device_mesh
@@ -329,34 +315,33 @@ if fsdp:  # FSDP2: each block one unit (gathered for its forward/backward); the 
 fwd_model = torch.compile(model, mode=compile_mode) if compile and not fsdp else model  # evaluation's forward
 model = DDP(fwd_model, device_ids=[local_rank] if device_type == 'cuda' else None) if ddp and not fsdp else fwd_model
 optimizer = raw_model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-pruner, source_masks = None, None
+source_masks, pruner = None, None
 if checkpoint is None and init_from != 'scratch' and grow is None:  # a pruned source keeps its zeros
-    pruned = ((source['checkpoint'] or {}).get('pruner') or {}).get('masks')
-    if pruned is None and (record.get('pruning') or (record.get('sparsity') or 0) > 0):
-        pruned = {n: w != 0 for n, w in raw_model.linear_weights().items()}
-    source_masks = pruned
+    source_masks = ((source['checkpoint'] or {}).get('pruner') or {}).get('masks')
+    if source_masks is None and (record.get('pruning') or (record.get('sparsity') or 0) > 0):
+        source_masks = {n: w != 0 for n, w in raw_model.linear_weights().items()}
 if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pruner'):
     from prune import Pruner
-    calib = (lambda: [torch.from_numpy(sample_batch(splits['train'], seed, (2 ** 31 - 1, k), batch_size, block_size)[
-        :, :-1]).to(device) for k in range(calib_batches)]) if calibrated else None  # keys no iteration reaches: never
-    # trained on, and the same on every rank, so every rank prunes the same weights
+    # calibration: train batches keyed by an iteration no run reaches (never trained on), the same on every rank
+    calib = (lambda: [to_device(sample_batch(splits['train'], seed, (2 ** 31 - 1, k), batch_size, block_size))[0]
+                      for k in range(calib_batches)]) if calibrated else None
     pruner = Pruner(raw_model, final_sparsity=final_sparsity, prune_start=prune_start, prune_end=prune_end,
                     prune_every=prune_every, prune_schedule=prune_schedule, scope=scope, pattern=pattern, score=score,
                     prune_head=prune_head, calib=calib)
-    if source_masks is not None:
-        pruner.set_masks(source_masks)
+    pruner.set_masks(source_masks) if source_masks is not None else None
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 flops_per_iter, peak = raw_model.flops_per_token(block_size) * tokens_per_iter, peak_flops(device)
 iter_num, best_val_loss, best_iter, loss_sum, iters_since_log = 0, float('inf'), None, torch.zeros((), device=device), 0
 if checkpoint is not None:
     if fsdp:  # saved whole, keyed by parameter name
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-        set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'], options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'], options=StateDictOptions(
+            full_state_dict=True))
     else:
         optimizer.load_state_dict(checkpoint['optimizer'])
-    if pruner is not None:
-        pruner.load_state_dict(checkpoint['pruner'])
-    iter_num, best_val_loss, best_iter = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint.get('best_iter')
+    pruner.load_state_dict(checkpoint['pruner']) if pruner is not None else None
+    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+    best_iter = checkpoint.get('best_iter')
     loss_value, iters_since_log = checkpoint['log_window']  # the open train-loss window: logged losses resume exactly
     loss_sum.fill_(loss_value if master else 0.0)
     ranks = checkpoint['rng_ranks']
@@ -384,21 +369,20 @@ def full_state():
     """(model, optimizer) state dicts as ckpt.pt holds them; with fsdp a collective gathering whole tensors."""
     if not fsdp:
         return raw_model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                         get_optimizer_state_dict)
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions as O, get_model_state_dict, \
+        get_optimizer_state_dict
+    opts = O(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(raw_model, options=opts), get_optimizer_state_dict(raw_model, optimizer, options=opts)
 
 
 def save_checkpoint(rng_ranks):
     """Every rank calls it (sharded states are gathered); rank 0 writes atomically, with a checksum of the content."""
     model_sd, optim_sd = full_state()
-    masks = pruner.state_dict() if pruner is not None else None
-    error = None
+    masks, error = pruner.state_dict() if pruner is not None else None, None
     if master:
         ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config), config=config,
-                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=rng_ranks, origin=origin,
-                    log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record,
+                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=rng_ranks,
+                    origin=origin, log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record,
                     data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars', 'train_tokens')},
                     pruner=masks)
         ckpt['checksum'] = files.checksum(ckpt)
@@ -432,13 +416,14 @@ def evaluate_and_save():
                   **(pruner.stats() if pruner is not None else {}))
     if iter_num == max_iters and 'test' in splits:
         record['test_loss'], record['test_bpb'] = evaluate(fwd_model, 'test')
-    if master:
-        print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
+    print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else "")) \
+        if master else None
     log(record)
     due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
     if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
         best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
-        rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
+        rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda'
+                                                    else {}))
         ranks = [rng] * world_size  # every rank's dropout state, so a resume on as many ranks is exact
         dist.all_gather_object(ranks, rng) if ddp else None
         save_checkpoint(ranks)
@@ -446,15 +431,14 @@ def evaluate_and_save():
 
 if eval_only:
     val_loss, val_bpb = evaluate(fwd_model)
-    if master:
-        print(f"val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
+    print(f"val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else "")) if master else None
     sys.exit(0)
 agree((files.claim(out_dir) or out_dir_error()) if master else None)
 if master:  # the record of what this run is; a resume drops the records of iterations it is about to replay
     try:
-        if init_from != 'resume' and overwrite:
-            for name in ('ckpt.pt', 'metrics.jsonl', 'train_config.json', 'model'):
-                files.remove(os.path.join(out_dir, name))
+        for name in ('ckpt.pt', 'metrics.jsonl', 'train_config.json', 'model') if overwrite and init_from != 'resume' \
+                else ():
+            files.remove(os.path.join(out_dir, name))
         files.write_json(os.path.join(out_dir, 'train_config.json'), dict(
             config=config, model_args=asdict(raw_model.config), world_size=world_size, tokens_per_iter=tokens_per_iter,
             flops_per_token=raw_model.flops_per_token(block_size), params=raw_model.param_counts(),
@@ -478,35 +462,28 @@ try:
         for group in optimizer.param_groups:
             group['lr'] = lr
         # this rank's sequences in chunks of micro_batch_size; each chunk's mean loss weighted by its share of the
-        # global batch, and the ranks' mean (DDP's all-reduce, FSDP's reduce-scatter): the gradient of the batch mean
-        x, y = get_batch('train', iter_num)
+        # batch, and the ranks' mean (DDP's all-reduce, FSDP's reduce-scatter): the gradient of the batch mean
+        x, y = get_batch(iter_num)
         chunks = local_seqs // micro
         for j in range(chunks):
             last = j == chunks - 1  # gradients are reduced across ranks after the last chunk only
-            if fsdp:
-                raw_model.set_requires_gradient_sync(last)
-            with model.no_sync() if ddp and not fsdp and not last else nullcontext():
+            raw_model.set_requires_gradient_sync(last) if fsdp else None
+            with model.no_sync() if ddp and not fsdp and not last else nullcontext():  # reduce in the last backward
                 with autocast or nullcontext():
                     _, loss = model(x[j * micro:(j + 1) * micro], y[j * micro:(j + 1) * micro])
                 (loss / chunks).backward()
             loss_sum += loss.detach() / (chunks * world_size)
-        if pruner is not None:
-            pruner.mask_grads()  # pruned weights get no gradient, so clipping sees only the live ones
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+        pruner.mask_grads() if pruner is not None else None  # pruned weights get no gradient: clipping sees live ones
+        torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip) if grad_clip > 0 else None
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        if pruner is not None:
-            pruner.step(iter_num)  # an event (if due), then the pruned weights re-zeroed after AdamW moved them
-        iter_num += 1
-        iters_since_log += 1
-        timed_iters += 1
+        pruner.step(iter_num) if pruner is not None else None  # an event if due; pruned weights re-zeroed after AdamW
+        iter_num, iters_since_log, timed_iters = iter_num + 1, iters_since_log + 1, timed_iters + 1
         if iter_num == first_iter + 1:
             torch.cuda.synchronize() if device_type == 'cuda' else None
             t0, timed_iters = time.time(), 0
         if iter_num % log_interval == 0 or iter_num == max_iters:
-            if ddp:
-                dist.all_reduce(loss_sum)  # every rank learns the loss, so every rank stops on NaN
+            dist.all_reduce(loss_sum) if ddp else None  # every rank learns the loss, so every rank stops on NaN
             train_loss, iters_since_log = loss_sum.item() / iters_since_log, 0
             loss_sum.zero_()
             if not math.isfinite(train_loss):
@@ -515,13 +492,13 @@ try:
             dt = (time.time() - t0) / timed_iters if timed_iters else None
             t0, timed_iters = time.time(), 0
             mfu = flops_per_iter / dt / (peak * world_size) if peak and dt else None
-            if master:
-                print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}" + (
-                    f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else " (warm-up, not timed)")
-                    + (f", mfu {mfu * 100:.1f}%" if mfu else ""))
+            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}" + (
+                f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else " (warm-up, not timed)")
+                + (f", mfu {mfu * 100:.1f}%" if mfu else "")) if master else None
             log(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
                      tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu,
-                     **({'peak_mem_gib': torch.cuda.max_memory_allocated() / 2 ** 30} if device_type == 'cuda' else {})))
+                     **({'peak_mem_gib': torch.cuda.max_memory_allocated() / 2 ** 30} if device_type == 'cuda'
+                        else {})))
         if iter_num % eval_interval == 0 or iter_num == max_iters:
             if ddp and iters_since_log:  # the open train-loss window, folded into rank 0, which checkpoints it
                 dist.all_reduce(loss_sum)
@@ -536,10 +513,8 @@ except KeyboardInterrupt:
 if save_hf:  # out_dir/model: the weights after the last iteration (a sharded model gathered first, by every rank)
     model_sd = full_state()[0] if fsdp else None
     if master:
-        export = raw_model
-        if fsdp:
-            export = GPT(raw_model.config)
-            export.load_state_dict(model_sd)
+        export = GPT(raw_model.config) if fsdp else raw_model
+        export.load_state_dict(model_sd) if fsdp else None
         try:
             save_pretrained(export, os.path.join(out_dir, 'model'), tokenizer=tokenizer, replace=True, extra_meta=dict(
                 growth or record, trained_from=origin, data_dir=data_dir, iter_num=iter_num, tokenizer=meta,
