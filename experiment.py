@@ -1,19 +1,15 @@
 """
-The grow experiment end to end, every arm tuned alike and seeded: does Recipe 2 (a small pretrained model grown
-function-preservingly, then trained while pruned back to the small model's non-zero count) reach a given loss with
-fewer tokens than Recipe 1 (the same large sparse model from scratch), than the status quo (the large model trained
-dense, pruned once, retrained) and than the small model continued?
+The grow experiment, every arm tuned alike and seeded: does Recipe 2 (a small pretrained model grown, then trained
+while pruned back to its non-zero count) reach a loss with fewer tokens than Recipe 1 (the large sparse model from
+scratch), the status quo (dense, pruned once, retrained) and the small model continued?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
   python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
-An arm is train.py arguments plus a grid (train.py keys with lists of values). 1. sweep: every point of every arm's
-grid at seeds[0]; an arm's best point has the lowest final val loss. 2. seeds: each best point again at seeds[1:],
-unless its best learning rate is at the grid's edge (extend the grid first). 3. report: the chosen runs' test loss
-(no choice reads it), mean and standard deviation over seeds, the crossover N, tokens and FLOPs to Recipe 1's loss.
-A run is train.py in exp_dir/<arm>/<point>_s<seed> (the small model, '{small}': exp_dir/small/s<seed>, pretrained
-at each seed unless given), with <the arm's config files> <common> <its --key=value> <the point's> --seed=<seed>.
-The experiment owns its run folders: rerunning the command continues it (a finished run never runs again, a killed
-one resumes); a folder holding a run of another command or config file text is refused. Writes exp_dir/summary.json,
-summary.md, hypothesis.png and lr.png.
+Sweep: every point of every arm's grid at seeds[0], each arm's best point by final val loss; seeds: that point at
+seeds[1:], unless its best learning rate is at the grid's edge; report: the chosen runs' test loss (no choice reads
+it), mean and spread over seeds, the crossover N, tokens and FLOPs to Recipe 1's loss. A run is train.py in
+exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>, pretrained at each seed unless given). The
+experiment owns its run folders: a rerun continues (a finished run never runs again, a killed one resumes); a folder
+holding a run of another command or config file text is refused.
 """
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import ctypes
