@@ -12,7 +12,7 @@ exp_dir = 'out-exp-a'
 title = 'scale A: Pythia-14m shape (20 M tokens) grown to 256 wide; 40 M tokens per arm'
 seeds = [1000, 1001, 1002]
 parallel = 6
-_lrs = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]
+_lrs = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]  # 1.6e-2 added after 8e-3 was the best of four arms
 _large = ['--n_embd=256', '--n_head=8', '--mlp_width=1024']
 _sparse = [f'--final_sparsity={1 - 7_618_560 / 17_596_416!r}']
 # gradual: 21 geometric events over iterations 60-360 (10%-59% of training), then 41% at the final masks
@@ -32,7 +32,8 @@ arms = dict(
                  score=['magnitude', 'balanced']),
     recipe2=dict(args=['--init_from={small}', "--grow={'n_embd': 256}"] + _gradual, learning_rate=_lrs,
                  score=['magnitude', 'balanced']),
-    status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs, score=['magnitude']),
+    status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs,
+                    score=['magnitude', 'wanda', 'sparsegpt']),
     recipe2_isotropic=dict(args=['--init_from={small}', "--grow={'n_embd': 256, 'method': 'isotropic'}"] + _gradual,
                            learning_rate=_lrs, score=['magnitude', 'balanced']),
     dense_large=dict(args=['--init_from=scratch'] + _large, learning_rate=_lrs),

@@ -10,8 +10,7 @@
 #   bash results/experiment_a.sh start               # experiment.py in its own session (outlives the call)
 #   bash results/experiment_a.sh collect             # progress, and every run's records into $OUT (no checkpoints)
 # val and test: the 312 articles of enwiki_val, alternately (156 each; 424,869 and 591,532 GPT-NeoX tokens).
-# A later session continues the experiment: put the collected run folders back into out-exp-a/ and start again
-# (finished runs are not run again).
+# A later session continues the experiment from the committed folders (start copies them into out-exp-a/).
 set -euo pipefail
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TORCHINDUCTOR_COMPILE_THREADS=4 TOKENIZERS_PARALLELISM=false
 PY=$(command -v python3 || command -v python)
@@ -26,6 +25,10 @@ case "$1" in
                 prep '0[4-7]' data/enwiki_neox_small ;;
     data) prep '0[0-3]' data/enwiki_neox ;;
     start) mkdir -p out-logs
+           # the committed runs are finished and never rerun; the small models' checkpoints were not committed (too
+           # large), so each is pretrained again (same seed, same data) beside its first run, kept as small/s<seed>.first
+           if [ ! -d out-exp-a ]; then cp -r results/experiment_a out-exp-a
+               for d in out-exp-a/small/s*; do [ -f "$d/ckpt.pt" ] || mv "$d" "$d.first"; done; fi
            setsid nohup $PY experiment.py config/experiment_a.py "${@:2}" > out-logs/experiment_a.log 2>&1 < /dev/null &
            sleep 60; tail -5 out-logs/experiment_a.log ;;
     collect) sleep "${2:-0}"
