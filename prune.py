@@ -141,8 +141,6 @@ class Pruner:
         for name, w in ((n, w) for n, w in weights.items() if self.nm and w.shape[-1] % self.nm[1]):  # the model
             raise ValueError(f"pattern {pattern} groups {self.nm[1]} consecutive inputs, but {name} has "
                              f"{w.shape[-1]} inputs: use another M, prune_head=False, or pattern='unstructured'")
-        if not weights:
-            raise ValueError("no linear weights to prune (no blocks; the head tied, or prune_head=False)")
         self.model, self.calib, self.names, self.weights = model, calib, list(weights), list(weights.values())
         self.card = (final_sparsity, prune_start, prune_end, prune_every)  # the schedule's arguments after t
         self.linear_params = sum(w.numel() for w in self.weights)

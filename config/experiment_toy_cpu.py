@@ -1,9 +1,9 @@
 # The README's first command: the whole grow experiment at toy scale on a CPU, offline, in a few minutes.
 # Character-level CPython documentation (data/pydoc/prepare.py). The small model (4 layers, 64 wide, 4 heads of 16)
-# is pretrained here for 300 iterations of 1,024 tokens, grown 2x in width (128 wide, 8 heads) and pruned back to its 204,800
-# linear weights (Recipe 2), against the same shape from scratch with the same pruning (Recipe 1), dense then pruned
-# once (the status quo) and the small model continued; 150 iterations of 1,024 tokens per arm, every arm at two
-# learning rates, one seed.
+# is pretrained here for 300 iterations of 1,024 tokens, grown 2x in width (128 wide, 8 heads) and pruned back to its
+# 204,800 linear weights (Recipe 2), against the same shape from scratch with the same pruning (Recipe 1), dense
+# then pruned once (the status quo) and the small model continued; 150 iterations of 1,024 tokens per arm, every arm
+# at two learning rates, one seed.
 #   python data/pydoc/prepare.py && python experiment.py config/experiment_toy_cpu.py
 exp_dir = 'out-exp-toy'
 title = 'toy: 4 layers, 64 -> 128 wide, character-level pydoc, 0.15 M tokens per arm (CPU)'

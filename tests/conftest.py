@@ -63,7 +63,8 @@ for line in sys.stdin:
                 runpy.run_path(os.path.join(case['repo'], case['script']), run_name='__main__')
                 code = 0
             except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 0 if e.code is None else (print(e.code, file=sys.stderr) or 1)
+                code = e.code if isinstance(e.code, int) else 0 if e.code is None else (
+                    print(e.code, file=sys.stderr) or 1)
             except BaseException:
                 sys.excepthook(*sys.exc_info())
             atexit._run_exitfuncs()

@@ -1,6 +1,5 @@
 """The configurator every script uses: config files and --key=value overrides against a script's defaults, type and
 rule checks that name the key, --help for every script, and Ctrl-C during start-up ending with status 130."""
-import os
 import signal
 import subprocess
 import sys

@@ -79,7 +79,7 @@ def test_a_failure_on_rank_0_stops_every_rank_with_one_line(data_dir, tmp_path):
                       "sys.path.insert(0, os.getcwd())  # the repository, as when train.py is run itself\n"
                       "if os.environ['RANK'] == '0':\n"
                       "    save = torch.save\n"
-                      "    def full(obj, f, *a, **k):  # only the checkpoint file: pickling a tensor uses torch.save too\n"
+                      "    def full(obj, f, *a, **k):  # only the checkpoint: tensors pickle via torch.save\n"
                       "        if 'ckpt.pt.tmp' in str(getattr(f, 'name', '')):\n"
                       "            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
                       "        return save(obj, f, *a, **k)\n"

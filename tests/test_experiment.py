@@ -104,7 +104,8 @@ def write_config(tmp_path, data_dir, exp_dir, arm_iters=30, extra=''):
     cfg = dict(exp_dir=exp_dir, seeds=[1, 2], parallel=2,
                small_pretrain=['--n_layer=2', '--n_head=2', '--n_embd=32', '--max_iters=10'],
                common=TINY + [f'--data_dir={data_dir}', f'--max_iters={arm_iters}', '--eval_interval=10'],
-               arms=dict(recipe1=dict(args=['--n_layer=2', '--n_head=4', '--n_embd=64'] + sparse, learning_rate=[3e-3, 1e-2]),
+               arms=dict(recipe1=dict(args=['--n_layer=2', '--n_head=4', '--n_embd=64'] + sparse,
+                                      learning_rate=[3e-3, 1e-2]),
                          recipe2=dict(args=['--init_from={small}', "--grow={'n_embd': 64}"] + sparse,
                                       learning_rate=[1e-3, 3e-3, 1e-2])))
     path = tmp_path / f'{os.path.basename(exp_dir)}.py'
@@ -133,7 +134,8 @@ def test_runner_sweeps_seeds_continues_and_owns_its_folders(data_dir, tmp_path):
     assert edge['recipe1']  # two rates: the best is always at an edge, so no seeds for Recipe 1
     assert len([r for r in ran if r.startswith('recipe1/')]) == 2 and 'small/s1' in ran
     assert ('small/s2' in ran) == (not edge['recipe2']) and len(s['sweep']) == 5
-    assert s['arms']['recipe2']['runs']['1']['sunk_tokens'] > 0 and s['arms']['recipe1']['runs']['1']['test_loss'] is None
+    runs = {arm: s['arms'][arm]['runs']['1'] for arm in ('recipe1', 'recipe2')}
+    assert runs['recipe2']['sunk_tokens'] > 0 and runs['recipe1']['test_loss'] is None
 
     exp = str(tmp_path / 'exp')
     cfg = write_config(tmp_path, data_dir, exp)

@@ -204,7 +204,7 @@ BAD = [
     ('train.py', [D, R, '--pattern=4:2'], "pattern='4:2': use 'unstructured' or 'N:M'"),
     ('train.py', [D, R, '--eval_interval=2', '--checkpoint_interval=3'], 'multiple of eval_interval'),
     ('train.py', [D, R, "--grow={'n_embd': 64}"], 'grow grows a pretrained model'),
-    ('train.py', [D, R, '--init_from=run', "--grow={'width': 64}"], "grow['width']=64: must be a setting of expand.grow"),
+    ('train.py', [D, R, '--init_from=run', "--grow={'width': 64}"], "grow['width']=64: must be a setting of expand"),
     ('train.py', [D, R, '--init_from=run', "--grow={'n_embd': -64}"], "grow['n_embd']=-64: must be > 0"),
     ('train.py', [D, R, '--grow=64'], 'grow=64: must be a dict'),
     ('train.py', [D, R, '--max_iterz=3'], '--max_iterz=3: write --key=value with a known key'),

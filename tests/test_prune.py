@@ -219,8 +219,6 @@ def test_nm_mask_keeps_largest_in_every_group(n, m):
 @pytest.mark.parametrize('make, message', [
     (lambda: Pruner(tiny(n_embd=36), 0.75, prune_start=0, prune_end=9, prune_every=1, pattern='2:8'),
      r'transformer.h.0.attn.c_attn.weight has 36 inputs'),
-    (lambda: Pruner(tiny(arch='gpt2', n_layer=0), 0.5, prune_start=0, prune_end=9, prune_every=1),
-     'no linear weights to prune'),
     (lambda: Pruner(tiny(), 0.5, prune_start=0, prune_end=9, prune_every=1, score='wanda', calib=list),
      'prunes once'),
     (lambda: Pruner(tiny(), 0.5, prune_start=0, prune_end=0, prune_every=1).load_state_dict(

@@ -46,9 +46,9 @@ def same_weights(a, b):
 
 
 def test_exact_resume_with_pruning_dropout_and_accumulation(data_dir, tmp_path):
-    """Killed after the checkpoint at 4, resumed to 8 == 8 uninterrupted: identical train losses (log_interval 3 leaves a window
-    open across the checkpoint), lr, val losses, pruning masks and final weights; dropout on (the RNG state restored),
-    2 micro-steps per iteration, events before and after the resume. The lr follows warmup + cosine."""
+    """Killed after the checkpoint at 4, resumed to 8 == 8 uninterrupted: identical train losses (log_interval 3 leaves
+    a window open across the checkpoint), lr, val losses, pruning masks and final weights; dropout on (the RNG state
+    restored), 2 micro-steps per iteration, events before and after the resume. The lr follows warmup + cosine."""
     a, b = str(tmp_path / 'a'), str(tmp_path / 'b')
     common = [f'--data_dir={data_dir}', '--eval_interval=4', '--dropout=0.1', '--gradient_accumulation_steps=2',
               '--final_sparsity=0.5', '--prune_start=2', '--prune_end=6', '--prune_every=2', '--log_interval=3']
