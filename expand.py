@@ -200,7 +200,7 @@ def max_logit_diff(a, b, idx, dtype=torch.float64):
         m = m if next(m.parameters()).dtype == dtype else copy.deepcopy(m).to(dtype)
         training, x = m.training, idx.to(next(m.parameters()).device)
         tgt = m.byte_targets(x[:, 1:]) if m.eval().config.byte_pool else None
-        out = m.byte_decoder(m(x[:, :-1])[0].flatten(0, 1), tgt[:, :-1], L=tgt.size(1)) if tgt is not None else m(x)[0]
+        out = m.byte_decoder(m(x[:, :-1])[0].flatten(0, 1), tgt[:, :-1]) if tgt is not None else m(x)[0]
         m.train(training)
         return out
     return (logits(a) - logits(b)).abs().max().item()
