@@ -97,8 +97,8 @@ class ByteDecoder(nn.Module):
         self.h = nn.ModuleList([ByteBlock(c.byte_embd, c.byte_head, causal=True) for _ in range(c.byte_layer)])
         self.ln, self.head = nn.LayerNorm(c.byte_embd), nn.Linear(c.byte_embd, N_OUT)
 
-    def forward(self, h, prev):
-        """h (N, n_embd), prev (N, j) the token's bytes so far -> logits (N, j + 1, N_OUT)."""
+    def forward(self, h, prev, L=None):
+        """h (N, n_embd), prev (N, j) the token's bytes so far -> logits (N, j + 1, N_OUT); L (j + 1): unused."""
         x = torch.cat([self.proj(h)[:, None], self.wbe(prev.long())], dim=1)
         x = x + self.wpe.weight[:x.size(1)]
         for block in self.h:
