@@ -1,9 +1,8 @@
-"""Pruning of the linear weights (every linear in the blocks + the untied head), one-shot into a Hugging Face model
-directory whose pruned weights are exact zeros, or in training (Pruner: train.py's final_sparsity):
+"""Pruning of the linear weights (the blocks' and the untied head's), one-shot into a Hugging Face model directory
+(pruned weights exact zeros) or in training (Pruner: train.py's final_sparsity); s of N weights prunes floor(s*N + .5).
   python prune.py --init_from=out/ckpt.pt --out_dir=out-24 --pattern=2:4 --score=sparsegpt --data_dir=data/pydoc
 Scores: 'magnitude' |W|; 'balanced' |W| after row/column balancing (growth-aware); calibrated on train batches no
-run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023).
-Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N + 0.5) of them."""
+run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023)."""
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import itertools
 import math
@@ -77,10 +76,9 @@ nm_mask = lambda scores, n, m: ~lowest_k(scores.reshape(-1, m), m - n).view(scor
 
 
 def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
-    """Keep masks {name: bool} pruning a fraction `sparsity` of the weights by lowest score. scope 'global':
-    floor(s*N+.5) over all N weights together; 'layer': per tensor; 'row': per output row. nm=(n, m): each group of m
-    consecutive inputs loses floor(s*m + .5), m - n at s = 1 - n/m. masks: the current keep masks, whose pruned weights
-    stay pruned (counted in the target, never revived, even when it is below the sparsity they already have)."""
+    """Keep masks {name: bool} pruning the lowest-scored fraction `sparsity`: scope 'global' over all weights at once,
+    'layer' per tensor, 'row' per output row; nm=(n, m) per group of m consecutive inputs (m - n at s = 1 - n/m).
+    masks: the current keep masks, whose pruned weights stay pruned (counted in the target, never revived)."""
     if masks is not None:  # -inf sorts first, so already-pruned weights fill the quota before any live one
         scores = {k: s.masked_fill(~masks[k].to(s.device), -math.inf) for k, s in scores.items()}
     if nm is None and scope == 'global':  # one row of every score, split back
