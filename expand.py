@@ -14,7 +14,7 @@ from dataclasses import replace
 os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import torch  # noqa: E402
 
-from configurator import non_negative, one_of, positive  # noqa: E402
+from configurator import CONFIG_ERROR, configure, fail, non_empty, non_negative, one_of, positive  # noqa: E402
 from model import DTYPES, GPT  # noqa: E402
 
 # -----------------------------------------------------------------------------
@@ -53,10 +53,9 @@ _lift_vector = lambda dst, v, lift, fill: _lift_matrix(dst[:, None], v[:, None],
 
 
 def _lift_matrix(dst, w, rows, cols, row_fill, col_fill, std, gen, split=True):
-    """dst = w (out x in) lifted: copied round robin (block copies, no temporaries); columns past cols.copies filled
-    (mean: each row's mean over the old columns); then, for a reader, the copies of input i share its weight, 1/mult[i]
-    each, so their sum is w's (not for an embedding: its columns are what it writes); rows past rows.copies filled
-    (mean: the old rows' mean, what a residual writer writes to a mean coordinate)."""
+    """dst = w (out x in) lifted: copied round robin; new columns filled (mean: each row's over the old columns); for a
+    reader, the copies of input i share its weight, 1/mult[i] each, so their sum is w's (not for an embedding: its
+    columns are what it writes); new rows filled (mean: the old rows', what a residual writer writes to a mean one)."""
     for a in range(0, rows.copies, rows.n):
         for b in range(0, cols.copies, cols.n):
             h, c = min(rows.n, rows.copies - a), min(cols.n, cols.copies - b)
@@ -224,7 +223,6 @@ def grow(model, idx, *, n_embd=None, n_head=None, n_layer=None, mlp_width=None, 
 
 
 if __name__ == '__main__':
-    from configurator import CONFIG_ERROR, configure, fail, non_empty
     from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer, tokenizer_record
     import files
     from hf_io import check_replaceable, load_model, save_pretrained
