@@ -78,9 +78,8 @@ def _cancelling_noise(w, cols, noise, gen, chunk=1 << 22):
     grid, inv_mult = -(-L // n), 1.0 / m.to(w.dtype)  # an index with one copy gets exactly 0
     step = max(1, chunk // (grid * n))
     for r in range(0, w.size(0), step):
-        z = torch.randn(min(step, w.size(0) - r), grid * n, generator=gen, dtype=w.dtype).mul_(std)
-        z[:, L:] = 0
-        z = z.view(z.size(0), grid, n)
+        z = torch.randn(min(step, w.size(0) - r), grid, n, generator=gen, dtype=w.dtype).mul_(std)
+        z.view(z.size(0), -1)[:, L:] = 0
         z -= z.sum(1, keepdim=True) * inv_mult
         w[r:r + z.size(0), :L] += z.view(z.size(0), -1)[:, :L]
 
