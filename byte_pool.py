@@ -1,21 +1,19 @@
 """Byte-level tokenization with BPE-boundary pooling (Super Tiny Language Models, section 5.2): the token embedding and
 the LM head replaced by two small byte transformers, so that no tensor is vocabulary-sized. ByteEncoder: a token's
-UTF-8 bytes, embedded with byte positions, a bidirectional transformer under a key-padding mask, a masked mean, a
-projection to n_embd. ByteDecoder: from the core's output at t, the bytes of token t+1, then an end-of-token symbol,
-byte by byte (all at once from the core's vector alone was 1.65x worse in bits per byte: README, commit 7b598b9).
-The byte table spells each token id (data/tokenizer.py's token_bytes), so existing .bin files serve; a token longer
-than byte_block keeps its first byte_block bytes (how often: results/byte_long_tokens.sh). Eager runs skip work that
-changes no result (ByteEncoder.ids, ByteDecoder.teacher_forced); a compiled model runs every position, in one graph."""
+bytes, a bidirectional transformer, a masked mean, a projection to n_embd. ByteDecoder: from the core's output at t,
+the bytes of token t+1 and an end-of-token symbol, byte by byte (all at once was 1.65x worse in bits per byte: commit
+7b598b9). The byte table spells each token id (data/tokenizer.py): existing .bin files serve; longer tokens keep their
+first byte_block bytes. Eager runs skip work that changes no result; a compiled model runs every position."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 EOT, PAD, N_OUT, N_IN = 256, 257, 257, 258  # end-of-token (a target), padding (never one); decoder outputs, inputs
+wide = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))  # bf16 autocast outputs (stream, logits) widened
 
 
 def byte_table(token_bytes, vocab_size, byte_block):
-    """(vocab_size, byte_block) int32: each id's bytes, truncated to byte_block, padded with PAD; ids past the
-    tokenizer's (a padded vocabulary) and special tokens spell nothing."""
+    """(vocab_size, byte_block) int32: each id's bytes, truncated, PAD after; padded ids and special tokens: none."""
     table = torch.full((vocab_size, byte_block), PAD, dtype=torch.int32)
     for i, b in enumerate(token_bytes[:vocab_size]):
         table[i, :len(b[:byte_block])] = torch.tensor(list(b[:byte_block]), dtype=torch.int32)
@@ -35,10 +33,6 @@ def to_text(rows):
     return bytes(b for b in rows.flatten().tolist() if b < 256).decode('utf-8', errors='replace')
 
 
-# x in at least float32 (a bf16 autocast output: the residual stream, logits for a softmax); float64 kept
-wide = lambda x: x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 def decoder_targets(rows):
     """(N, byte_block) table rows -> (N, byte_block + 1) decoder targets: the bytes, then EOT, then PAD."""
     return F.pad(rows.long(), (0, 1), value=PAD).scatter(1, (rows != PAD).sum(-1, keepdim=True), EOT)
@@ -53,8 +47,7 @@ def flops_per_token(c):
     return 6 * (enc + dec)
 
 
-class ByteBlock(nn.Module):
-    """A pre-LayerNorm transformer block over the bytes of one token."""
+class ByteBlock(nn.Module):  # a pre-LayerNorm transformer block over the bytes of one token
     def __init__(self, C, n_head, causal):
         super().__init__()
         self.n_head, self.causal, self.ln_1, self.qkv = n_head, causal, nn.LayerNorm(C), nn.Linear(C, 3 * C)
@@ -64,8 +57,7 @@ class ByteBlock(nn.Module):
     def forward(self, x, key_mask=None):
         N, L, C = x.shape
         q, k, v = self.qkv(self.ln_1(x)).view(N, L, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
-        mask = None if key_mask is None else key_mask[:, None, None, :]
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=self.causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, is_causal=self.causal)
         x = x + self.proj(y.transpose(1, 2).reshape(N, L, C))
         return x + self.fc_proj(F.gelu(self.fc(self.ln_2(x))))
 
@@ -82,16 +74,15 @@ class ByteEncoder(nn.Module):
         shape, L, b = b.shape[:-1], b.size(-1), b.reshape(-1, b.size(-1)).long()
         real, x = b != PAD, self.wbe(b) + self.wpe.weight[:L]
         # pads are never attended to nor averaged; position 0 stays open: an empty token (end-of-text) has a key, mean 0
-        key_mask = real | (torch.arange(L, device=b.device) == 0)
+        key_mask = (real | (torch.arange(L, device=b.device) == 0))[:, None, None, :]
         for block in self.h:
             x = block(x, key_mask)
         pooled = (self.ln(x) * real[..., None]).sum(1) / real.sum(1, keepdim=True).clamp(min=1)
         return self.proj(pooled).view(*shape, -1)
 
     def ids(self, table, idx):
-        """Token ids idx (B, T) -> vectors, their bytes the rows of table. A vector depends on its id alone and a batch
-        repeats ids (8,192 enwiki tokens: ~2,700 distinct): eager runs encode each once. Compiled, every position: a
-        data-dependent size splits the graph and syncs the host (4x slower on an H200, results/bytes_h200_456777c/)."""
+        """Ids idx (B, T) -> vectors of their table rows. A batch repeats ids (8,192 enwiki tokens: ~2,700 distinct):
+        eager runs encode each once; compiled, all (a data-dependent size: 4x slower, results/bytes_h200_456777c/)."""
         if torch.compiler.is_compiling():
             return self(table[idx])
         ids, where = torch.unique(idx, return_inverse=True)
@@ -106,21 +97,18 @@ class ByteDecoder(nn.Module):
         self.h = nn.ModuleList([ByteBlock(c.byte_embd, c.byte_head, causal=True) for _ in range(c.byte_layer)])
         self.ln, self.head = nn.LayerNorm(c.byte_embd), nn.Linear(c.byte_embd, N_OUT)
 
-    def forward(self, h, prev=None, L=None):
-        """h (N, n_embd), prev (N, j) the token's bytes so far -> logits (N, j + 1, N_OUT); L, if given, is j + 1."""
-        z = self.proj(h)[:, None]
-        if prev is not None and prev.size(1):
-            z = torch.cat([z, self.wbe(prev.long())], dim=1)
-        x = z + self.wpe.weight[:z.size(1)]
+    def forward(self, h, prev, L=None):
+        """h (N, n_embd), prev (N, j) the token's bytes so far -> logits (N, j + 1, N_OUT); L (j + 1): unused."""
+        x = torch.cat([self.proj(h)[:, None], self.wbe(prev.long())], dim=1)
+        x = x + self.wpe.weight[:x.size(1)]
         for block in self.h:
             x = block(x)
         return self.head(self.ln(x))
 
     def teacher_forced(self, h, tgt):
         """Logits (N, L, N_OUT) for decoder targets tgt (N, L), each position fed the target bytes before it. No byte
-        position attends to a later one, so rows whose targets fit in the first half of the positions (enwiki: 9
-        tokens in 10 have at most 8 bytes) run over that half, their other logits 0 (PAD targets, never read).
-        Compiled, every row runs over every position (why: ByteEncoder.ids)."""
+        attends to a later one, so rows whose targets fit in the first half (enwiki: 9 tokens in 10) run over that
+        half, their other logits 0 (PAD targets, never read). Compiled, every position (why: ByteEncoder.ids)."""
         L, S = tgt.size(1), (tgt.size(1) + 1) // 2
         if torch.compiler.is_compiling():
             return self(h, tgt[:, :-1])
@@ -144,8 +132,7 @@ class ByteDecoder(nn.Module):
 
     @torch.no_grad()
     def sample(self, h, sample_next, max_bytes):
-        """Bytes of one token per row of h, sampled byte by byte with sample_next(logits (N, N_OUT)) -> (N, 1),
-        until EOT (forced after max_bytes). Returns (N, max_bytes) with PAD after each token's bytes."""
+        """One token's bytes (PAD after) per row of h, (N, max_bytes): sample_next((N, N_OUT) logits) until EOT."""
         out = torch.full((h.size(0), max_bytes), PAD, dtype=torch.long, device=h.device)
         done = torch.zeros(h.size(0), dtype=torch.bool, device=h.device)
         for j in range(max_bytes):

@@ -1,8 +1,7 @@
 """Grow a trained GPT / Pythia into a wider and/or deeper one that computes exactly the same function (docs/growth.md).
   python expand.py --init_from=out/ckpt.pt --out_dir=out-grown --n_embd=768 --n_layer=12 --method=isotropic
-init_from: a Hugging Face model directory, a hub id, or a train.py checkpoint (ckpt.pt or its out_dir); out_dir gets a
-Hugging Face directory, written only if max |logits(grown) - logits(source)| on random tokens is within tolerance.
-In-process: grown, record = grow(model, idx, n_embd=1024, method='isotropic') (train.py's grow setting calls it)."""
+out_dir gets a Hugging Face directory, written only if max |logits(grown) - logits(source)| on random tokens is within
+tolerance. In-process: grown, record = grow(model, idx, n_embd=1024, method='isotropic') (train.py's grow setting)."""
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import copy
 import math
@@ -15,8 +14,8 @@ from dataclasses import replace
 os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
 import torch  # noqa: E402
 
-from configurator import non_negative, one_of, positive  # noqa: E402
-from model import GPT  # noqa: E402
+from configurator import CONFIG_ERROR, configure, fail, non_empty, non_negative, one_of, positive  # noqa: E402
+from model import DTYPES, GPT  # noqa: E402
 
 # -----------------------------------------------------------------------------
 init_from = None              # HF model dir | hub id | train.py checkpoint (ckpt.pt, or the out_dir holding one)
@@ -41,10 +40,9 @@ tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
 RULES = dict(n_embd=positive, n_head=positive, n_layer=positive, mlp_width=positive,  # grow's keyword settings
              method=one_of('top_left', 'isotropic'), depth_mode=one_of('interleave', 'append'), noise=non_negative,
              seed=non_negative, check_dtype=one_of('float64', 'float32'), tolerance=non_negative)
-# Where each new index comes from: index j < copies copies old index j % n (round robin; j < n is the old index
-# itself); j >= copies is new (a mean coordinate in the residual stream, a fresh head or unit elsewhere). mult: the
-# copies of each old index (>= 1). _fill: new entries 'fresh' ~ normal(0, std) (drawn contiguous: normal_ on a strided
-# view is ~9x slower), 'mean', else 0. _lift_vector: a 1-D tensor (bias, LayerNorm) lifted as one column.
+# New index j < copies copies old index j % n (round robin), j >= copies is new (a mean coordinate of the residual
+# stream, else a fresh head or unit); mult: each old index's copies. _fill: 'fresh' ~ normal(0, std) (drawn contiguous:
+# normal_ on a strided view is ~9x slower), 'mean', else 0. _lift_vector: a bias or LayerNorm lifted as one column.
 Lift = namedtuple('Lift', 'n copies size')
 same = lambda n: Lift(n, n, n)
 describe = lambda c: f"{c.n_layer}L {c.n_head}H x {c.head_size} = {c.n_embd}, mlp {c.mlp_width}"  # a shape, for logs
@@ -55,10 +53,9 @@ _lift_vector = lambda dst, v, lift, fill: _lift_matrix(dst[:, None], v[:, None],
 
 
 def _lift_matrix(dst, w, rows, cols, row_fill, col_fill, std, gen, split=True):
-    """dst = w (out x in) lifted: copied round robin (block copies, no temporaries); columns past cols.copies filled
-    (mean: each row's mean over the old columns); then, for a reader, the copies of input i share its weight, 1/mult[i]
-    each, so their sum is w's (not for an embedding: its columns are what it writes); rows past rows.copies filled
-    (mean: the old rows' mean, what a residual writer writes to a mean coordinate)."""
+    """dst = w (out x in) lifted: copied round robin; new columns filled (mean: each row's over the old columns); for a
+    reader, the copies of input i share its weight, 1/mult[i] each, so their sum is w's (not for an embedding: its
+    columns are what it writes); new rows filled (mean: the old rows', what a residual writer writes to a mean one)."""
     for a in range(0, rows.copies, rows.n):
         for b in range(0, cols.copies, cols.n):
             h, c = min(rows.n, rows.copies - a), min(cols.n, cols.copies - b)
@@ -76,17 +73,15 @@ def _cancelling_noise(w, cols, noise, gen, chunk=1 << 22):
     copies: copies hold equal values, so w @ x' is unchanged, but their gradients now differ. Round robin lays the
     groups out as the columns of a (ceil(copies / n), n) grid; drawn a block of rows at a time (no big temporary)."""
     if noise == 0 or int((m := mult(cols)).max()) < 2:
-        return w
+        return
     n, L, std = cols.n, cols.copies, noise * w.std().item()
     grid, inv_mult = -(-L // n), 1.0 / m.to(w.dtype)  # an index with one copy gets exactly 0
     step = max(1, chunk // (grid * n))
     for r in range(0, w.size(0), step):
-        z = torch.randn(min(step, w.size(0) - r), grid * n, generator=gen, dtype=w.dtype).mul_(std)
-        z[:, L:] = 0
-        z = z.view(z.size(0), grid, n)
+        z = torch.randn(min(step, w.size(0) - r), grid, n, generator=gen, dtype=w.dtype).mul_(std)
+        z.view(z.size(0), -1)[:, L:] = 0
         z -= z.sum(1, keepdim=True) * inv_mult
         w[r:r + z.size(0), :L] += z.view(z.size(0), -1)[:, :L]
-    return w
 
 
 def target_config(c, n_embd=None, n_head=None, n_layer=None, mlp_width=None, method='top_left'):
@@ -106,9 +101,8 @@ def target_config(c, n_embd=None, n_head=None, n_layer=None, mlp_width=None, met
         if new < getattr(c, key):
             raise ValueError(f"{key}={new} is smaller than the source's {getattr(c, key)}: expansion only grows a "
                              f"model (prune.py removes weights)")
-    rho2 = (1 if method == 'top_left' else n_embd // c.n_embd) * c.n_embd / n_embd  # var(x') / var(x): into eps
-    return replace(c, n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width, head_size=hs,
-                   layer_norm_eps=c.layer_norm_eps * rho2)
+    eps = c.layer_norm_eps * ((1 if method == 'top_left' else n_embd // c.n_embd) * c.n_embd / n_embd)  # var(x')/var(x)
+    return replace(c, n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width, layer_norm_eps=eps)
 
 
 def layer_map(n_layer, n_layer2, depth_mode='interleave'):
@@ -200,7 +194,7 @@ def max_logit_diff(a, b, idx, dtype=torch.float64):
         m = m if next(m.parameters()).dtype == dtype else copy.deepcopy(m).to(dtype)
         training, x = m.training, idx.to(next(m.parameters()).device)
         tgt = m.byte_targets(x[:, 1:]) if m.eval().config.byte_pool else None
-        out = m.byte_decoder(m(x[:, :-1])[0].flatten(0, 1), tgt[:, :-1], L=tgt.size(1)) if tgt is not None else m(x)[0]
+        out = m.byte_decoder(m(x[:, :-1])[0].flatten(0, 1), tgt[:, :-1]) if tgt is not None else m(x)[0]
         m.train(training)
         return out
     return (logits(a) - logits(b)).abs().max().item()
@@ -228,11 +222,9 @@ def grow(model, idx, *, n_embd=None, n_head=None, n_layer=None, mlp_width=None, 
 
 
 if __name__ == '__main__':
-    from configurator import CONFIG_ERROR, configure, fail, non_empty
     from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer, tokenizer_record
     import files
     from hf_io import check_replaceable, load_model, save_pretrained
-    from model import DTYPES
     configure(globals(), rules=dict(RULES, init_from=non_empty, out_dir=non_empty, check_batch=positive,
                                     check_len=positive, save_dtype=one_of(*DTYPES), tokenizer=one_of(*TOKENIZERS)))
     if not init_from or not out_dir:

@@ -43,8 +43,7 @@ class GPTConfig:
         if self.arch not in FAMILY:
             raise ValueError(f"unknown arch {self.arch!r}: use 'gpt_neox' (Pythia) or 'gpt2'")
         derived = dict(FAMILY[self.arch], head_size=self.n_embd // max(self.n_head, 1), mlp_width=4 * self.n_embd)
-        for k, v in derived.items():
-            setattr(self, k, v if getattr(self, k) is None else getattr(self, k))
+        vars(self).update({k: v for k, v in derived.items() if getattr(self, k) is None})
         r, pct = self.rotary_ndims, f"rotary_pct={self.rotary_pct}"
         for bad, why in (  # transformers derives the head size as hidden / heads; rotate-half pairs dims i, i + r/2
                 (self.n_head * self.head_size != self.n_embd,
@@ -69,6 +68,12 @@ PRESETS = {f'pythia-{size}': dict(n_layer=L, n_head=H, n_embd=D) for size, L, H,
 PRESETS['pythia-6.9b']['vocab_size'], PRESETS['pythia-12b']['vocab_size'] = 50432, 50688
 PRESETS.update({name: dict(arch='gpt2', n_layer=L, n_head=H, n_embd=D, block_size=1024) for name, L, H, D in (
     ('gpt2', 12, 12, 768), ('gpt2-medium', 24, 16, 1024), ('gpt2-large', 36, 20, 1280), ('gpt2-xl', 48, 25, 1600))})
+
+# dense bf16 peak FLOP/s (NVIDIA datasheets), most specific name first: PCIe and NVL H100s clock lower than SXM
+PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H200 NVL', 835e12), ('GH200', 989e12),
+              ('H100', 989e12), ('H200', 989e12), ('A100', 312e12), ('L40S', 362e12))
+peak_flops_of = lambda name: next((flops for key, flops in PEAK_FLOPS if key.lower() in name.lower()), None)
+peak_flops = lambda d: peak_flops_of(torch.cuda.get_device_name(d)) if torch.device(d).type == 'cuda' else None
 
 
 def preset_config(name, **overrides):
@@ -272,13 +277,6 @@ class GPT(nn.Module):
             y = self.byte_decoder.sample(out, draw, c.byte_block)[:, None] if c.byte_pool else draw(out[:, :vocab_size])
             idx = torch.cat((idx, y.to(idx.dtype)), dim=1)
         return idx
-
-
-# dense bf16 peak FLOP/s (NVIDIA datasheets), most specific name first: PCIe and NVL H100s clock lower than SXM
-PEAK_FLOPS = (('H100 PCIe', 756e12), ('H100 NVL', 835e12), ('H200 NVL', 835e12), ('GH200', 989e12),
-              ('H100', 989e12), ('H200', 989e12), ('A100', 312e12), ('L40S', 362e12))
-peak_flops_of = lambda name: next((flops for key, flops in PEAK_FLOPS if key.lower() in name.lower()), None)
-peak_flops = lambda d: peak_flops_of(torch.cuda.get_device_name(d)) if torch.device(d).type == 'cuda' else None
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):

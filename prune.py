@@ -1,9 +1,8 @@
-"""Pruning of the linear weights (every linear in the blocks + the untied head), one-shot into a Hugging Face model
-directory whose pruned weights are exact zeros, or in training (Pruner: train.py's final_sparsity):
+"""Pruning of the linear weights (the blocks' and the untied head's), one-shot into a Hugging Face model directory
+(pruned weights exact zeros) or in training (Pruner: train.py's final_sparsity); s of N weights prunes floor(s*N + .5).
   python prune.py --init_from=out/ckpt.pt --out_dir=out-24 --pattern=2:4 --score=sparsegpt --data_dir=data/pydoc
 Scores: 'magnitude' |W|; 'balanced' |W| after row/column balancing (growth-aware); calibrated on train batches no
-run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023).
-Counting is exact: a target sparsity s over N weights prunes exactly floor(s*N + 0.5) of them."""
+run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023)."""
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import itertools
 import math
@@ -77,10 +76,9 @@ nm_mask = lambda scores, n, m: ~lowest_k(scores.reshape(-1, m), m - n).view(scor
 
 
 def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
-    """Keep masks {name: bool} pruning a fraction `sparsity` of the weights by lowest score. scope 'global':
-    floor(s*N+.5) over all N weights together; 'layer': per tensor; 'row': per output row. nm=(n, m): each group of m
-    consecutive inputs loses floor(s*m + .5), m - n at s = 1 - n/m. masks: the current keep masks, whose pruned weights
-    stay pruned (counted in the target, never revived, even when it is below the sparsity they already have)."""
+    """Keep masks {name: bool} pruning the lowest-scored fraction `sparsity`: scope 'global' over all weights at once,
+    'layer' per tensor, 'row' per output row; nm=(n, m) per group of m consecutive inputs (m - n at s = 1 - n/m).
+    masks: the current keep masks, whose pruned weights stay pruned (counted in the target, never revived)."""
     if masks is not None:  # -inf sorts first, so already-pruned weights fill the quota before any live one
         scores = {k: s.masked_fill(~masks[k].to(s.device), -math.inf) for k, s in scores.items()}
     if nm is None and scope == 'global':  # one row of every score, split back
@@ -102,10 +100,9 @@ def _last_event(t, prune_start, prune_end, prune_every):
 
 
 def cubic_sparsity(t, final_sparsity, prune_start, prune_end, prune_every):
-    """Zhu & Gupta (2017) as TensorFlow Model Optimization's PolynomialDecay computes it, from s_i = 0: s = s_f +
-    (s_i - s_f)(1 - (t_k - t_0)/(t_end - t_0))^3 at the last event t_k <= t (t_0 = prune_start, t_end = prune_end); 0
-    before t_0, s_i (a no-op) at t_0, s_f at prune_end. With prune_end off the grid of events, the last regular event
-    is still scaled by t_end - t_0 (not by n * prune_every): the final event's step is the remainder."""
+    """Zhu & Gupta (2017) as TF Model Optimization's PolynomialDecay: s = s_f + (s_i - s_f)(1 - (t_k - t_0) /
+    (t_end - t_0))^3, s_i = 0, at the last event t_k <= t (t_0 = prune_start, t_end = prune_end); 0 before t_0. With
+    t_end off the events' grid the last regular one is still scaled by t_end - t_0: the final step is the remainder."""
     k, n = _last_event(t, prune_start, prune_end, prune_every)
     return 0.0 if k < 0 else final_sparsity if k == n else \
         final_sparsity - final_sparsity * (1 - k * prune_every / (prune_end - prune_start)) ** 3
@@ -122,11 +119,10 @@ _local = lambda t: t.to_local() if hasattr(t, 'to_local') else t  # an FSDP2 DTe
 
 
 class Pruner:
-    """Pruning events in a training loop (call order: the README's pruning section). Masks only go 1 -> 0; pruned
-    weights are re-zeroed after every optimizer step (AdamW momentum and weight decay would move them), their gradients
-    zeroed before clipping. Masks: in the weights' dtype (one torch._foreach_mul_), bool in checkpoints. Calibrated
-    scores prune once, on calib() (a list of (B, T) ids on the model's device), in their own groups (no scope); their
-    zeros are the masks. FSDP2 (magnitude, balanced): each rank masks its own shards."""
+    """Pruning events in a training loop (call order: README, pruning). Masks only go 1 -> 0; pruned weights are
+    re-zeroed after every optimizer step (AdamW momentum and weight decay would move them), their gradients zeroed
+    before clipping. Masks: the weights' dtype (one torch._foreach_mul_), bool in checkpoints; FSDP2: each rank's shard.
+    Calibrated scores prune once, on calib() ((B, T) ids on the model's device); their zeros are the masks."""
 
     def __init__(self, model, final_sparsity, *, prune_start, prune_end, prune_every, prune_schedule='geometric',
                  scope='global', pattern='unstructured', score='magnitude', prune_head=True, calib=None):
@@ -260,12 +256,11 @@ def sparsegpt_prune(model, weights, batches, sparsity, nm=None, blocksize=128, p
 
 
 def sparsegpt_layer(W, H, sparsity, nm=None, blocksize=128, percdamp=0.01):
-    """SparseGPT's Algorithm 1 on one layer W (out, in), in float64. Columns are pruned left to right; pruning w_j
-    (OBS) moves the columns after it by -(w_j / [H_F^-1]_jj) [H_F^-1]_j,: with F the columns not yet done, each read
-    off one upper Cholesky factor U of H^-1: U_j,j: = [H_F^-1]_j,: / sqrt([H_F^-1]_jj); a block's updates reach the
-    later columns at once (lazy batch updates). Masks by the OBS saliency (w_j / U_jj)^2: unstructured, the lowest
-    `sparsity` of a block (rows x columns) when it starts; N:M, the m-n lowest of each row's m columns when they start.
-    Dampening percdamp * mean(diag H) keeps H invertible; never-active inputs (H_jj = 0) get H_jj = 1 and weights 0."""
+    """SparseGPT's Algorithm 1 on W (out, in), in float64. Columns are pruned left to right; pruning w_j (OBS) moves
+    the later ones by -(w_j / [H_F^-1]_jj) [H_F^-1]_j,: (F: the columns not yet done), read off an upper Cholesky factor
+    U of H^-1: U_j,j: = [H_F^-1]_j,: / sqrt([H_F^-1]_jj); a block's updates reach the later columns at once (lazy batch
+    updates). Masks by OBS saliency (w_j / U_jj)^2: the lowest `sparsity` of a block when it starts; N:M, the m-n lowest
+    of each row's m columns. Dampening percdamp * mean(diag H) keeps H invertible; dead inputs: H_jj = 1, weights 0."""
     W, H = W.detach().double().clone(), H.double().clone()
     pre, dead = W == 0, H.diagonal() == 0  # pre: weights already 0 stay 0 (a pruned checkpoint's masks hold)
     H[dead, dead], W[:, dead] = 1, 0
