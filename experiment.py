@@ -261,11 +261,10 @@ def markdown(s):
 def plot(s):
     """hypothesis.png: each arm at its best point, the mean over seeds and the min-max band; lr.png: the sweep."""
     try:
-        import matplotlib
-        matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
+    plt.switch_backend('Agg')
     (fig, ax), (fig_lr, ax_lr), lows, lines = plt.subplots(figsize=(8, 5)), plt.subplots(figsize=(7, 4.5)), [], {}
     for arm, a in s['arms'].items():
         t = np.array([x for x, _ in a['mean_curve']])
@@ -273,8 +272,7 @@ def plot(s):
         ax.plot(t / 1e6, band.mean(0), color=COLORS.get(arm), lw=2 if arm in ('recipe1', 'recipe2') else 1.2,
                 ls='--' if arm in ('small_continued', 'dense_large') else '-',
                 label=f"{ROLES.get(arm, arm)}, {point_name(a['point'])} ({len(band)} seed{'s' * (len(band) > 1)})")
-        if len(band) > 1:
-            ax.fill_between(t / 1e6, band.min(0), band.max(0), color=COLORS.get(arm), alpha=0.2, lw=0)
+        ax.fill_between(t / 1e6, band.min(0), band.max(0), color=COLORS.get(arm), alpha=0.2, lw=0)  # empty at 1 seed
         lows += list(band.mean(0))
     if s['N'] is not None:
         ax.axvline(s['N'] / 1e6, color='k', lw=0.8, ls=':')
@@ -320,9 +318,8 @@ def check_config():
             need(not a.startswith('--') or ('=' in a and a.split('=')[0] not in ('--out_dir', '--overwrite', '--seed')),
                  f"arm {name!r}: {a!r}: give --key=value; out_dir, overwrite and seed are set here")
             need(a.startswith('--') or os.path.isfile(a), f"arm {name!r}: config file {a} does not exist")
-    need(not any('{small}' in a for spec in arms.values() for a in spec['args']) or (small is None) != (
-        not small_pretrain), "set one of small (the small pretrained model) and small_pretrain (arguments that "
-         "pretrain it)")
+    need(not any('{small}' in a for s in arms.values() for a in s['args']) or (small is None) == bool(small_pretrain),
+         "set one of small (the small pretrained model) and small_pretrain (arguments that pretrain it)")
     need(all(isinstance(a, str) and a.startswith('--') and '=' in a for a in list(common) + list(eval_args)),
          "common and eval_args take --key=value arguments only")
     need(only is None or (isinstance(only, (list, tuple)) and not set(only) - set(arms)),
@@ -365,9 +362,8 @@ if __name__ == '__main__':
                 if (p := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
                     raise ValueError(f"eval.py failed on {r.out_dir}: {last_line(p.stderr)}")
         s = summarize(names)
-        write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(seed): {
-            x: y for x, y in d.items() if x != 'curve'} for seed, d in a['runs'].items()})
-            for k, a in s['arms'].items()}))
+        write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(i): {
+            x: y for x, y in d.items() if x != 'curve'} for i, d in a['runs'].items()}) for k, a in s['arms'].items()}))
         write_text(os.path.join(exp_dir, 'summary.md'), markdown(s))
         print(markdown(s))
         plot(s)
