@@ -151,8 +151,7 @@ def run_all(runs):
                                                       for a in r.args if not a.startswith('--')}), recorded.get(r.name)
         if os.path.isdir(r.out_dir) and os.listdir(r.out_dir) and (before is None or strip(before) != strip(now)):
             if before is None:
-                raise ValueError(f"{r.out_dir} holds a run this experiment did not record: use another exp_dir, or "
-                                 f"remove it")
+                raise ValueError(f"{r.out_dir} holds a run this experiment did not record: remove it or change exp_dir")
             old = before.get('args', [])
             diff = [a for a in r.args if a not in old] + [a for a in old if a not in r.args]
             why = (' '.join(diff) + ' differ' if diff else 'the same arguments in another order, and later ones win'
@@ -212,7 +211,7 @@ def summarize(names):
     if 'recipe1' not in out:
         raise ValueError("no finished Recipe 1 run yet: run the experiment first (without plot_only)")
     r1 = out['recipe1']['runs']
-    for arm, a in out.items():
+    for arm, a in sorted(out.items(), key=lambda kv: kv[0] != 'recipe1'):  # Recipe 1 first: each N needs its curve
         runs, ups = a['runs'], []
         a['seeds'] = sorted(runs)
         a['final_val_loss'], a['final_val_loss_std'] = mean_std(d['final_val_loss'] for d in runs.values())
@@ -233,10 +232,8 @@ def summarize(names):
         curves = [dict(d['curve']) for d in runs.values()]  # the mean over seeds, at the eval points all of them have
         a['mean_curve'] = [(t, float(np.mean([c[t] for c in curves]))) for t in sorted(curves[0]) if all(
             t in c for c in curves)]
-    r1_curve = out['recipe1']['mean_curve']
-    for arm, a in out.items():  # N: where Recipe 1 meets an arm that starts from the small model
-        a['N'] = crossover(r1_curve, a['mean_curve']) if Run(arm, (), seeds[0]).from_small else None
-    N, budget = out.get('recipe2', {}).get('N'), r1_curve[-1][0]
+        a['N'] = crossover(out['recipe1']['mean_curve'], a['mean_curve']) if Run(arm, (), seeds[0]).from_small else None
+    N, budget = out.get('recipe2', {}).get('N'), out['recipe1']['mean_curve'][-1][0]
     return dict(seeds=seeds, budget_tokens=budget, N=N, arms=out, sweep=sweep,
                 N_text=f"N = {fmt_tokens(N)} tokens" if N is not None else f"N not reached within {fmt_tokens(budget)}")
 
