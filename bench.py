@@ -1,18 +1,16 @@
-"""Speed where the experiments spend their GPU time (a GPU only; every speed number in results/ came from here). Modes:
-experiment (default): train.py itself on data_dir, each workload under each variant, alone and `parallel` at once as
-experiment.py runs them; tokens/s and MFU: the medians of its log lines after the first (compile and warm-up untimed),
-the aggregate the copies' sum. anchors: this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2 written here,
-compiled, at the anchors' shapes. sparse24: 2:4 semi-structured linears vs dense ones (inference). Writes out_json."""
+"""GPU speed where the experiments spend their time (every speed number in results/ came from here), into out_json.
+Modes: experiment (default): train.py on data_dir, each workload under each variant, `parallel` copies at once as
+experiment.py runs them; tokens/s and MFU: medians of the log lines after the first (compile, warm-up), aggregate: the
+copies' sum. anchors: this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2; sparse24: 2:4 vs dense linears."""
 import configurator as cf  # first: from here on Ctrl-C is one line and status 130
+import itertools
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-
 import torch
-
 # -----------------------------------------------------------------------------
 mode = 'experiment'           # 'experiment' | 'anchors' | 'sparse24'
 data_dir = 'data/enwiki_neox'  # experiment: a prepared GPT-NeoX dataset
@@ -45,20 +43,6 @@ results = dict(config=config, gpu=torch.cuda.get_device_name(), torch=torch.__ve
 median = lambda xs: v[len(v) // 2] if (v := sorted(x for x in xs if x is not None)) else None
 
 
-def launch(name, args, n):
-    """n copies of train.py at once; (their metrics records, wall seconds)."""
-    cmd = [sys.executable, os.path.join(os.path.dirname(__file__), 'train.py'), f'--data_dir={data_dir}', *common,
-           *args, f'--max_iters={num_iters}', f'--eval_interval={num_iters}', '--eval_iters=1', '--log_interval=5']
-    with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.time()
-        procs = [subprocess.Popen(cmd + [f'--out_dir={tmp}/{i}', f'--seed={i}'], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True) for i in range(n)]
-        if failed := [p for p in procs if p.wait()]:
-            cf.fail(f"{name}: train.py failed: {failed[0].stderr.read().strip().splitlines()[-1]}")
-        return [[json.loads(line) for line in open(f'{tmp}/{i}/metrics.jsonl') if 'tok_per_sec' in line]
-                for i in range(n)], time.time() - t0
-
-
 def gpt2_reference(c):
     """A nanoGPT-style GPT-2 of the same shape, written here: learned positions, pre-LN blocks, fused QKV, flash
     attention through SDPA, tanh GELU, tied head, the loss on full float32 logits. The speed to beat."""
@@ -84,8 +68,7 @@ def time_steps(model, loss_of, flops_per_token, label):
     model = model.to(device).train()  # only here: each model measured has the GPU's memory to itself
     opt, step_fn = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True), torch.compile(loss_of(model))
     x, times = torch.randint(0, 50277, (batch_size, block_size + 1), device=device), []
-    for i in range(warmup_iters + num_iters):
-        torch.cuda.synchronize()
+    for i in range(warmup_iters + num_iters):  # the GPU is idle at each t0: the step before ended synchronized
         t0 = time.perf_counter()
         with torch.autocast('cuda', torch.bfloat16):
             loss = step_fn(x[:, :-1], x[:, 1:])
@@ -103,10 +86,19 @@ def time_steps(model, loss_of, flops_per_token, label):
     return row
 
 
-if mode == 'experiment':
-    for (name, args), (variant, extra), n in ((w, v, n) for w in workloads.items() for v in variants.items()
-                                              for n in parallel):
-        runs, wall = launch(name, args + extra, n)
+if mode == 'experiment':  # n copies of train.py at once, their metrics records and wall seconds
+    for (name, args), (variant, extra), n in itertools.product(workloads.items(), variants.items(), parallel):
+        cmd = [sys.executable, os.path.join(os.path.dirname(__file__), 'train.py'), f'--data_dir={data_dir}', *common,
+               *args, *extra, f'--max_iters={num_iters}', f'--eval_interval={num_iters}', '--eval_iters=1',
+               '--log_interval=5']
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.time()
+            procs = [subprocess.Popen(cmd + [f'--out_dir={tmp}/{i}', f'--seed={i}'], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True) for i in range(n)]
+            if failed := [p for p in procs if p.wait()]:
+                cf.fail(f"{name}: train.py failed: {failed[0].stderr.read().strip().splitlines()[-1]}")
+            runs, wall = [[json.loads(line) for line in open(f'{tmp}/{i}/metrics.jsonl') if 'tok_per_sec' in line]
+                          for i in range(n)], time.time() - t0
         speeds = [median(r['tok_per_sec'] for r in recs[1:]) for recs in runs]
         results['rows'].append(row := dict(
             workload=name, variant=variant, parallel=n, tok_per_sec=speeds, aggregate=sum(speeds),

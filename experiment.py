@@ -1,23 +1,19 @@
-"""
-The grow experiment, every arm tuned alike and seeded: does Recipe 2 (a small pretrained model grown, then trained
+"""The grow experiment, every arm tuned alike and seeded: does Recipe 2 (a small pretrained model grown, then trained
 while pruned back to its non-zero count) reach a loss with fewer tokens than Recipe 1 (the large sparse model from
 scratch), the status quo (dense, pruned once, retrained) and the small model continued?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
   python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
-Sweep: every point of every arm's grid at seeds[0], each arm's best point by final val loss; seeds: that point at
-seeds[1:], unless its best learning rate is at the grid's edge; report: the chosen runs' test loss (no choice reads
-it), mean and spread over seeds, the crossover N, tokens and FLOPs to Recipe 1's loss. A run is train.py in
-exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>, pretrained at each seed unless given). The
-experiment owns its run folders: a rerun continues (a finished run never runs again, a killed one resumes); a folder
-holding a run of another command or config file text is refused.
-"""
-import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
+Every point of each arm's grid runs at seeds[0]; the best by final val loss at seeds[1:] unless its learning rate is
+at the grid's edge. Reported: test loss (no choice reads it), mean and spread over seeds, the crossover N, tokens and
+FLOPs to Recipe 1's loss. A run is train.py in exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>,
+pretrained per seed unless given). A rerun continues: finished runs never run again, killed ones resume; a folder
+holding a run of another command or config file text is refused."""
+import configurator as cf  # first: from here on Ctrl-C is one line and status 130
 import ctypes
 import hashlib
 import itertools
 import math
 import os
-import pathlib
 import shlex
 import shutil
 import subprocess
@@ -51,9 +47,8 @@ COLORS = dict(zip(ROLES, ('C3', 'C1', 'C0', 'C4', 'C2', 'C7')))
 HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and eval.py lie beside this script
 SPEED = ('--micro_batch_size=', '--compile=')  # how fast a run goes, not what it computes: may change
 last_line = lambda text: (text.strip().splitlines() or [''])[-1].strip()
-point_name = lambda point: '_'.join(dict(learning_rate='lr', score='').get(k, k) + (
-    f'{v:g}' if isinstance(v, float) else str(v)) for k, v in point) or 'base'
-name_of = lambda point: point_name(tuple(point.items()))
+point_name = lambda point: '_'.join(dict(learning_rate='lr', score='').get(k, k) + (  # point: a dict or its items
+    f'{v:g}' if isinstance(v, float) else str(v)) for k, v in dict(point).items()) or 'base'
 pm = lambda m, s, digits=4: '–' if m is None else '∞' if m == math.inf else f"{m:.{digits}f}" + (
     f" ± {s:.{digits}f}" if s else "")
 fmt_tokens = lambda t: {None: '–', math.inf: '∞'}[t] if t is None or t == math.inf else next(
@@ -62,9 +57,8 @@ eval_cmd = lambda *a: [sys.executable, os.path.join(HERE, 'eval.py'), *a, f'--ta
 
 
 def crossover(upper, lower):
-    """The first token count at which `upper` (Recipe 1, starting higher) comes down to `lower`, both linear between
-    their eval points (any two grids); None if not within the tokens both cover. On the union of the grids the
-    difference is linear between neighbours, so where it first reaches 0 is exact."""
+    """The first token count at which `upper` (Recipe 1, starting higher) comes down to `lower`, or None; exact, as
+    on the union of both curves' eval points their difference is linear between neighbours."""
     lo, hi = max(upper[0][0], lower[0][0]), min(upper[-1][0], lower[-1][0])
     t = sorted({x for x, _ in upper + lower if lo <= x <= hi})
     return tokens_to_reach(list(zip(t, np.interp(t, *zip(*upper)) - np.interp(t, *zip(*lower)))), 0)
@@ -80,8 +74,7 @@ def tokens_to_reach(curve, target):
 
 
 def best_point(finals, grid):
-    """(the point with the lowest final loss, ties to the earlier in grid order; whether its learning rate is the
-    grid's lowest or highest, so the optimum may lie outside). finals: {point: loss}, points tuples of (key, value)."""
+    """(the point of lowest loss in finals, ties to the earlier; whether its learning rate is at the grid's edge)."""
     best = min(finals, key=lambda p: (finals[p], list(finals).index(p)))
     lrs = sorted(grid.get('learning_rate', []))
     return best, len(lrs) > 1 and dict(best)['learning_rate'] in (lrs[0], lrs[-1])
@@ -91,12 +84,6 @@ def mean_std(values):  # (None, None) without a value, (inf, None) if one is inf
     v = [x for x in values if x is not None]
     return ((math.inf if v else None), None) if not v or math.inf in v else (
         float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else None)
-
-
-def mean_curve(curves):
-    """Mean loss over seeds at the eval points every seed has (the runs share one eval grid)."""
-    common_t = sorted(set.intersection(*(set(t for t, _ in c) for c in curves)))
-    return [(t, float(np.mean([dict(c)[t] for c in curves]))) for t in common_t]
 
 
 def grid(arm):
@@ -145,24 +132,26 @@ class Run:
     def done(self):
         self.log.close()
         if self.proc.returncode != 0:
-            last = last_line(pathlib.Path(self.file('train.log')).read_text(errors='replace'))
+            last = last_line(open(self.file('train.log'), errors='replace').read())
             raise ValueError(f"run {self.name} failed (exit {self.proc.returncode}): {last[:300]} (log: "
                              f"{self.out_dir}/train.log); rerun the experiment to continue once fixed")
         print(f"[{self.name}] finished in {time.time() - self.t0:.0f}s", flush=True)
 
 
-def check_commands(runs):
-    """Record each run's command and config files' text; refuse a folder that holds another command's run."""
+def run_all(runs):
+    """Every run not finished, each after the small model it starts from (recorded and run first, once), `parallel`
+    at once; a failure or Ctrl-C stops the others (they resume on the next attempt)."""
+    runs = list({r.needs.name: r.needs for r in runs if r.needs is not None}.values()) + runs
+    # record each run's command and config files' text; refuse a folder that holds another command's run
     path = os.path.join(exp_dir, 'commands.json')
     recorded = read_json(path, what='commands.json') if os.path.exists(path) else {}
     strip = lambda c: dict(c, args=[a for a in c.get('args', []) if not a.startswith(SPEED)])
     for r in runs:
-        now, before = dict(args=r.args, config_files={a: hashlib.sha256(pathlib.Path(a).read_bytes()).hexdigest()
+        now, before = dict(args=r.args, config_files={a: hashlib.sha256(open(a, 'rb').read()).hexdigest()
                                                       for a in r.args if not a.startswith('--')}), recorded.get(r.name)
         if os.path.isdir(r.out_dir) and os.listdir(r.out_dir) and (before is None or strip(before) != strip(now)):
             if before is None:
-                raise ValueError(f"{r.out_dir} holds a run this experiment did not record: use another exp_dir, or "
-                                 f"remove it")
+                raise ValueError(f"{r.out_dir} holds a run this experiment did not record: remove it or change exp_dir")
             old = before.get('args', [])
             diff = [a for a in r.args if a not in old] + [a for a in old if a not in r.args]
             why = (' '.join(diff) + ' differ' if diff else 'the same arguments in another order, and later ones win'
@@ -172,17 +161,8 @@ def check_commands(runs):
         recorded[r.name] = now
     os.makedirs(exp_dir, exist_ok=True)
     write_json(path, recorded)
-
-
-def run_all(runs):
-    """Every run not finished, each after the small model it starts from (recorded and run first, once), `parallel`
-    at once; a failure or Ctrl-C stops the others (they resume on the next attempt)."""
-    runs = list({r.needs.name: r.needs for r in runs if r.needs is not None}.values()) + runs
-    check_commands(runs)
     todo, active = [r for r in runs if not r.finished()], []
-    for r in runs:
-        if r not in todo:
-            print(f"[{r.name}] finished earlier: not run again", flush=True)
+    print(''.join(f"[{r.name}] finished earlier: not run again\n" for r in runs if r not in todo), end='', flush=True)
     try:
         while todo or active:
             for r in [r for r in todo if r.needs is None or r.needs.finished()][:parallel - len(active)]:
@@ -231,7 +211,7 @@ def summarize(names):
     if 'recipe1' not in out:
         raise ValueError("no finished Recipe 1 run yet: run the experiment first (without plot_only)")
     r1 = out['recipe1']['runs']
-    for arm, a in out.items():
+    for arm, a in sorted(out.items(), key=lambda kv: kv[0] != 'recipe1'):  # Recipe 1 first: each N needs its curve
         runs, ups = a['runs'], []
         a['seeds'] = sorted(runs)
         a['final_val_loss'], a['final_val_loss_std'] = mean_std(d['final_val_loss'] for d in runs.values())
@@ -249,11 +229,11 @@ def summarize(names):
             a[f'speedup_{k}'], a[f'speedup_{k}_std'] = mean_std(x / b if b > 0 else math.inf for x, b in pairs
                                                                 if b is not None)
         a['reached_recipe1'] = f"{len(ups)}/{len(runs)}"
-        a['mean_curve'] = mean_curve([d['curve'] for d in runs.values()])
-    r1_curve = out['recipe1']['mean_curve']
-    for arm, a in out.items():  # N: where Recipe 1 meets an arm that starts from the small model
-        a['N'] = crossover(r1_curve, a['mean_curve']) if Run(arm, (), seeds[0]).from_small else None
-    N, budget = out.get('recipe2', {}).get('N'), r1_curve[-1][0]
+        curves = [dict(d['curve']) for d in runs.values()]  # the mean over seeds, at the eval points all of them have
+        a['mean_curve'] = [(t, float(np.mean([c[t] for c in curves]))) for t in sorted(curves[0]) if all(
+            t in c for c in curves)]
+        a['N'] = crossover(out['recipe1']['mean_curve'], a['mean_curve']) if Run(arm, (), seeds[0]).from_small else None
+    N, budget = out.get('recipe2', {}).get('N'), out['recipe1']['mean_curve'][-1][0]
     return dict(seeds=seeds, budget_tokens=budget, N=N, arms=out, sweep=sweep,
                 N_text=f"N = {fmt_tokens(N)} tokens" if N is not None else f"N not reached within {fmt_tokens(budget)}")
 
@@ -262,7 +242,7 @@ def markdown(s):
     rows = [f"{s['N_text']}; seeds {s['seeds']}; mean ± standard deviation over seeds.", "",
             "| arm | best point | seeds | final val loss | test loss | tokens to Recipe 1's loss: speed-up | with "
             "pretraining | FLOPs: dense / non-zero | Recipe 1 meets it at |", "|---|---|---|---|---|---|---|---|---|"]
-    rows += [f"| {arm} | {name_of(a['point'])}{' (grid edge)' if a['at_grid_edge'] else ''} | {len(a['seeds'])} | "
+    rows += [f"| {arm} | {point_name(a['point'])}{' (grid edge)' if a['at_grid_edge'] else ''} | {len(a['seeds'])} | "
              f"{pm(a['final_val_loss'], a['final_val_loss_std'])} | {pm(a['test_loss'], a['test_loss_std'])} | "
              f"{pm(a['speedup_tokens'], a['speedup_tokens_std'], 2)} ({a['reached_recipe1']}) | "
              f"{pm(a['speedup_with_pretraining'], None, 2)} | {pm(a['speedup_flops'], None, 2)} / "
@@ -270,7 +250,7 @@ def markdown(s):
              for arm, a in s['arms'].items()]
     rows += ["", f"Every point of the sweep (seed {s['seeds'][0]}; each arm's best by final val loss):", "",
              "| arm | point | final val loss |", "|---|---|---|"]
-    rows += [f"| {p['arm']} | {name_of(p['point'])} | {p['final_val_loss']:.4f}"
+    rows += [f"| {p['arm']} | {point_name(p['point'])} | {p['final_val_loss']:.4f}"
              f"{'' if p['finished'] else ' (unfinished)'} |" for p in s['sweep']]
     return '\n'.join(rows) + '\n'
 
@@ -278,20 +258,18 @@ def markdown(s):
 def plot(s):
     """hypothesis.png: each arm at its best point, the mean over seeds and the min-max band; lr.png: the sweep."""
     try:
-        import matplotlib
-        matplotlib.use('Agg')
         import matplotlib.pyplot as plt
     except ImportError:
         return print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
+    plt.switch_backend('Agg')
     (fig, ax), (fig_lr, ax_lr), lows, lines = plt.subplots(figsize=(8, 5)), plt.subplots(figsize=(7, 4.5)), [], {}
     for arm, a in s['arms'].items():
         t = np.array([x for x, _ in a['mean_curve']])
         band = np.array([[dict(d['curve'])[x] for x in t] for d in a['runs'].values()])
         ax.plot(t / 1e6, band.mean(0), color=COLORS.get(arm), lw=2 if arm in ('recipe1', 'recipe2') else 1.2,
                 ls='--' if arm in ('small_continued', 'dense_large') else '-',
-                label=f"{ROLES.get(arm, arm)}, {name_of(a['point'])} ({len(band)} seed{'s' * (len(band) > 1)})")
-        if len(band) > 1:
-            ax.fill_between(t / 1e6, band.min(0), band.max(0), color=COLORS.get(arm), alpha=0.2, lw=0)
+                label=f"{ROLES.get(arm, arm)}, {point_name(a['point'])} ({len(band)} seed{'s' * (len(band) > 1)})")
+        ax.fill_between(t / 1e6, band.min(0), band.max(0), color=COLORS.get(arm), alpha=0.2, lw=0)  # empty at 1 seed
         lows += list(band.mean(0))
     if s['N'] is not None:
         ax.axvline(s['N'] / 1e6, color='k', lw=0.8, ls=':')
@@ -301,7 +279,7 @@ def plot(s):
     ax.set_title(f"{title or exp_dir}\n{s['N_text']}; bands: min-max over seeds", fontsize=9)
     for p in s['sweep']:  # final val loss against the learning rate: a line per arm and rest of the point
         if p['finished'] and 'learning_rate' in p['point']:
-            rest = name_of({k: v for k, v in p['point'].items() if k != 'learning_rate'})
+            rest = point_name({k: v for k, v in p['point'].items() if k != 'learning_rate'})
             lines.setdefault((p['arm'], rest), []).append((p['point']['learning_rate'], p['final_val_loss']))
     for (arm, rest), pts in lines.items():
         ax_lr.plot(*zip(*sorted(pts)), marker='o', color=COLORS.get(arm), ls='--' if rest == 'balanced' else '-',
@@ -337,9 +315,8 @@ def check_config():
             need(not a.startswith('--') or ('=' in a and a.split('=')[0] not in ('--out_dir', '--overwrite', '--seed')),
                  f"arm {name!r}: {a!r}: give --key=value; out_dir, overwrite and seed are set here")
             need(a.startswith('--') or os.path.isfile(a), f"arm {name!r}: config file {a} does not exist")
-    need(not any('{small}' in a for spec in arms.values() for a in spec['args']) or (small is None) != (
-        not small_pretrain), "set one of small (the small pretrained model) and small_pretrain (arguments that "
-         "pretrain it)")
+    need(not any('{small}' in a for s in arms.values() for a in s['args']) or (small is None) == bool(small_pretrain),
+         "set one of small (the small pretrained model) and small_pretrain (arguments that pretrain it)")
     need(all(isinstance(a, str) and a.startswith('--') and '=' in a for a in list(common) + list(eval_args)),
          "common and eval_args take --key=value arguments only")
     need(only is None or (isinstance(only, (list, tuple)) and not set(only) - set(arms)),
@@ -353,16 +330,15 @@ def check_config():
     need(not p or p.returncode == 0, p and f"eval_args: {last_line(p.stderr).removeprefix('error: ')}")
 
 
-def main():
-    from configurator import CONFIG_ERROR, INTERRUPTED, Rule, configure, fail, non_empty, positive
-    configure(globals(), rules=dict(exp_dir=non_empty, small=non_empty, small_pretrain_tokens=positive,
-                                    launcher=non_empty, parallel=positive, eval_tasks=Rule(
-                                        lambda v: set(v) <= {'wikitext', 'lambada', 'val', 'test'},
-                                        "a list of eval.py tasks: 'wikitext', 'lambada', 'val', 'test'")))
+if __name__ == '__main__':
+    cf.configure(globals(), rules=dict(
+        exp_dir=cf.non_empty, small=cf.non_empty, small_pretrain_tokens=cf.positive, launcher=cf.non_empty,
+        parallel=cf.positive, eval_tasks=cf.Rule(lambda v: set(v) <= {'wikitext', 'lambada', 'val', 'test'},
+                                                 "a list of eval.py tasks: 'wikitext', 'lambada', 'val', 'test'")))
     try:
         check_config()
     except ValueError as e:
-        fail(e, CONFIG_ERROR)
+        cf.fail(e, cf.CONFIG_ERROR)
     names, made = [a for a in arms if only is None or a in only], not os.path.exists(exp_dir)
     try:
         if not plot_only:
@@ -383,20 +359,15 @@ def main():
                 if (p := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
                     raise ValueError(f"eval.py failed on {r.out_dir}: {last_line(p.stderr)}")
         s = summarize(names)
-        write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(seed): {
-            x: y for x, y in d.items() if x != 'curve'} for seed, d in a['runs'].items()})
-            for k, a in s['arms'].items()}))
+        write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(i): {
+            x: y for x, y in d.items() if x != 'curve'} for i, d in a['runs'].items()}) for k, a in s['arms'].items()}))
         write_text(os.path.join(exp_dir, 'summary.md'), markdown(s))
         print(markdown(s))
         plot(s)
     except (ValueError, OSError) as e:
-        fail(e)
+        cf.fail(e)
     except KeyboardInterrupt:
         if made and os.path.isdir(exp_dir) and not os.listdir(exp_dir):
             os.rmdir(exp_dir)
-        fail("interrupted; rerun the same command to continue (finished runs are kept, the others resume)",
-             INTERRUPTED)
-
-
-if __name__ == '__main__':
-    main()
+        cf.fail("interrupted; rerun the same command to continue (finished runs are kept, the others resume)",
+                cf.INTERRUPTED)

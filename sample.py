@@ -1,9 +1,7 @@
 """Sample from a trained model, nanoGPT style; samples go to stdout, separated by '---------------'.
   python sample.py --init_from=out-pydoc --start="FILE:prompt.txt" --num_samples=2 --top_p=0.9
-  python sample.py --init_from=EleutherAI/pythia-70m-deduped --start="The capital of France is" --temperature=0
-The tokenizer, unless named, is the model's (data/tokenizer.model_tokenizer: its dataset's, record's or family's)."""
+  python sample.py --init_from=EleutherAI/pythia-70m-deduped --start="The capital of France is" --temperature=0"""
 import configurator as cf  # first: from here on Ctrl-C is one line and status 130
-from pathlib import Path
 import torch
 # -----------------------------------------------------------------------------
 init_from = 'out'             # a train.py out_dir (with ckpt.pt), or a Hugging Face model directory / hub id
@@ -17,7 +15,7 @@ seed = 1337
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
 use_cache = True              # KV cache; False recomputes the whole context for every token
-tokenizer = None              # None: the model's; or 'gpt2' | 'gpt-neox-20b' | 'char'
+tokenizer = None              # None: the model's (its dataset's, record's or family's); or gpt2 | gpt-neox-20b | char
 tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead of the hub)
 # -----------------------------------------------------------------------------
 import model as gpt  # modules, not settings: configure() takes the names of config types only
@@ -28,7 +26,6 @@ cf.configure(globals(), rules=dict(
     init_from=cf.non_empty, num_samples=cf.positive, max_new_tokens=cf.non_negative, temperature=cf.non_negative,
     top_k=cf.nullable(cf.positive), top_p=cf.between(0, 1, lo_open=True), seed=cf.non_negative, device=cf.device,
     dtype=cf.one_of(*gpt.DTYPES), tokenizer=cf.one_of(*TOKENIZERS)))
-
 try:
     model, source = load_model(init_from, dtype=gpt.DTYPES[dtype])  # inference only: the KV cache in dtype too
     tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)
@@ -40,7 +37,7 @@ if tok.vocab_size > model.config.vocab_size:  # its ids would index past the emb
             f"this is not the model's tokenizer; pass the right --tokenizer", cf.CONFIG_ERROR)
 model.eval().to(device)
 try:
-    start = Path(start[5:]).read_text(encoding='utf-8') if start.startswith('FILE:') else start
+    start = open(start[5:], encoding='utf-8').read() if start.startswith('FILE:') else start
     start_ids = tok.encode(start) or [tok.eot]  # an empty prompt starts a new document
 except (OSError, UnicodeDecodeError) as e:  # UnicodeDecodeError before ValueError, its base
     why = e.strerror if isinstance(e, OSError) else f"not UTF-8 text (byte {e.start}): save it as UTF-8"
