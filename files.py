@@ -41,7 +41,8 @@ def write(path, writer, binary=True):
     except OSError as e:
         raise os_error(path, e) from None
     finally:
-        remove(tmp)
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_json(path, fields=(), what='file'):
