@@ -1,10 +1,8 @@
-"""Evaluate a model as the field reports it: WikiText perplexities and bits per byte, LAMBADA accuracy and perplexity
-(equal to lm-evaluation-harness 0.4.13's `wikitext` and `lambada_openai`: the tests run lm-eval itself), and the loss
-and bits per byte (data.estimate_loss) of a prepared dataset's val (train.py's val batches) and test split (all once).
-  python eval.py --init_from=out-pydoc --out_json=eval.json --tasks="['wikitext', 'test']" --dtype=bfloat16
-WikiText: wiki.test.raw's 62 articles, detokenized as lm-eval does, each scored whole in disjoint rolling windows
-(the first after end-of-text); word / byte perplexity = exp(-sum ll / words or bytes of the raw article). LAMBADA
-(OpenAI's): ll of ' ' + the last word after the rest; accuracy: greedy gives all of it; perplexity = exp(-mean ll)."""
+"""Evaluate a model as the field reports it: WikiText perplexities and bits per byte and LAMBADA accuracy and
+perplexity, equal to lm-evaluation-harness 0.4.13's `wikitext` and `lambada_openai` (the tests run lm-eval itself), and
+the loss and bits per byte (data.estimate_loss) of a prepared dataset's val split (train.py's val batches) and test
+split (all of it once). LAMBADA scores ' ' + the last word after the rest; accuracy: greedy decoding gives all of it.
+  python eval.py --init_from=out-pydoc --out_json=eval.json --tasks="['wikitext', 'test']" --dtype=bfloat16"""
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import functools
 import json
@@ -111,16 +109,14 @@ def score(model, requests, progress=''):
     return out
 
 
-def rolling_windows(tokens, prefix, L):
-    """Disjoint windows scoring every token of a document once, as lm-eval's loglikelihood_rolling: the first predicts
-    tokens[:L] after the prefix token, each next one up to L further tokens from the L tokens before its last target."""
-    n = len(tokens)  # the windows after the first predict tokens[s:end]
-    return ([([prefix] + tokens[:min(L, n) - 1], tokens[:min(L, n)])] if n else []) + \
-        [(tokens[end - L - 1:end - 1], tokens[s:end]) for s, end in ((s, min(s + L, n)) for s in range(L, n, L))]
-
-
 def eval_wikitext(model, tok, L, pages):
-    requests = [w for page in pages for w in rolling_windows(tok.encode(detokenize(page)), tok.eot, L)]
+    """Word and byte perplexity exp(-sum ll / the raw articles' words or bytes). Each detokenized article is scored
+    whole in disjoint windows, as lm-eval's loglikelihood_rolling: the first predicts its first L tokens after
+    end-of-text, each next one up to L further tokens from the L tokens before its last target."""
+    requests = []
+    for t in (tok.encode(detokenize(page)) for page in pages):
+        first = [([tok.eot] + t[:min(L, len(t)) - 1], t[:L])] if t else []
+        requests += first + [(t[e - L - 1:e - 1], t[s:e]) for s in range(L, len(t), L) for e in [min(s + L, len(t))]]
     total = sum(s for s, _ in score(model, requests, 'wikitext'))
     words, nbytes = sum(len(re.split(r'\s+', p)) for p in pages), sum(len(p.encode('utf-8')) for p in pages)
     return dict(word_perplexity=math.exp(-total / words), byte_perplexity=math.exp(-total / nbytes),

@@ -1,7 +1,9 @@
-"""The one way this project writes and reads its own files. A write fills a temporary file beside the destination and
-renames it in, so a crash, a full disk or Ctrl-C leaves the previous file whole; an OS failure becomes a FileError
-whose message names the path and what to do. A read names the file and what is wrong with it."""
+"""The one way this project writes and reads its own files: a temporary file beside the destination renamed in (a
+crash, a full disk or Ctrl-C leave the previous file whole), every failure a FileError naming the path and the fix."""
+import atexit
+import contextlib
 import errno
+import hashlib
 import json
 import math
 import os
@@ -60,8 +62,7 @@ def read_json(path, fields=(), what='file'):
 
 
 def read_jsonl(path):
-    """The records (JSON objects with an integer 'iter') of a metrics.jsonl, [] if there is none; a torn last line
-    (a crash mid-write) is left out, a damaged line elsewhere is an error."""
+    """The records (objects with an integer 'iter') of a metrics.jsonl, [] if none; a torn last line is left out."""
     try:
         with open(path, encoding='utf-8') as f:
             lines = f.read().split('\n')
@@ -71,13 +72,11 @@ def read_jsonl(path):
         raise FileError(f"cannot read {path} ({e}): not a metrics file") from None
     records = []
     for n, line in enumerate(lines, 1):
-        try:
-            r = json.loads(line) if line.strip() else None
-        except json.JSONDecodeError:
-            r = None
-        if isinstance(r, dict) and isinstance(r.get('iter'), int):
-            records.append(r)
-        elif line.strip() and n < len(lines):  # only the last line, still without its newline, may be torn
+        with contextlib.suppress(json.JSONDecodeError):
+            if isinstance(r := json.loads(line), dict) and isinstance(r.get('iter'), int):
+                records.append(r)
+                continue
+        if line.strip() and n < len(lines):  # only the last line, still without its newline, may be torn
             raise FileError(f"{path}:{n} is not a metrics record: the file is damaged; remove that line")
     return records
 
@@ -96,9 +95,8 @@ def append_jsonl(path, record):
 
 
 def checksum(obj):
-    """sha256 over every tensor's bytes and every other leaf's repr, in key order: what ckpt.pt carries, so that a
+    """sha256 over every tensor's bytes and every other leaf's repr, in key order: ckpt.pt carries it, so that a
     checkpoint whose bytes were damaged is refused instead of resumed."""
-    import hashlib
     import torch
     h = hashlib.sha256()
 
@@ -120,8 +118,7 @@ def checksum(obj):
 
 
 def check_dest(path):
-    """Before the work: why path could not be written (the nearest existing folder above it is a file, or not
-    writable: a read-only file system, missing permission), or None."""
+    """Why path could not be written (the nearest existing folder above it is a file, or not writable), or None."""
     p = os.path.abspath(path)
     while not os.path.exists(p):
         p = os.path.dirname(p)
@@ -132,10 +129,8 @@ def check_dest(path):
 
 
 def claim(folder):
-    """Make this process folder's owner before anything is written into it: the lock is created atomically (O_EXCL),
-    so of two runs started at once exactly one gets it; one whose process is gone is taken over. At exit the lock
-    goes, and the folder too if this process made it and left it empty. None, or why folder cannot be taken."""
-    import atexit
+    """Make this process folder's owner (None) or say why not. The lock is made atomically (O_EXCL), a stale one taken
+    over; at exit it goes, and the folder too if we made it and left it empty."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         return f"{folder} is a file, not a folder: choose another out_dir"
     lock, made = os.path.join(folder, 'train.lock'), not os.path.exists(folder)
@@ -153,15 +148,13 @@ def claim(folder):
     except OSError as e:
         return str(os_error(folder, e))
 
+    @atexit.register
     def release():  # the lock only while it is ours (a run that found it stale may have taken it over)
-        try:
+        with contextlib.suppress(OSError):
             if lock_holder(lock) == str(os.getpid()):
                 os.remove(lock)
             if made and not os.listdir(folder):
                 os.rmdir(folder)
-        except OSError:
-            pass
-    atexit.register(release)
 
 
 def lock_holder(lock):
@@ -182,4 +175,3 @@ def lock_holder(lock):
         return None
     except (OSError, IndexError):
         return str(pid)  # another user's, or no /proc to ask: assume it runs
-

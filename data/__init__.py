@@ -12,8 +12,7 @@ import files
 def read_meta(data_dir):
     path = os.path.join(data_dir, 'meta.json')
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: run data/prepare.py (or data/pydoc/prepare.py) first, or pass "
-                                f"--data_dir=DIR")
+        raise FileNotFoundError(f"{path} not found: prepare it with data/prepare.py first, or pass --data_dir=DIR")
     meta = files.read_json(path, ('tokenizer', 'vocab_size', 'dtype'), 'dataset')
     if meta['dtype'] not in ('uint16', 'uint32') or not isinstance(meta['vocab_size'], int) or meta['vocab_size'] < 1:
         raise ValueError(f"{path} has a bad dtype or vocab_size: not written by data/prepare.py; prepare it again")
@@ -55,12 +54,11 @@ def estimate_loss(model, batches, nbytes_of=None, autocast=None):
     import torch
     training, total, units, nbytes, tokens = model.training, 0.0, 0, 0.0, 0
     try:
-        with torch.no_grad():
-            for x, y in batches:
-                with autocast or nullcontext():
-                    total += model.eval()(x, y, reduction='none')[1].double().sum().item()
-                units, tokens = units + model.loss_units(y), tokens + y.numel()
-                nbytes += 0.0 if nbytes_of is None else nbytes_of[y.cpu()].sum().item()
+        for x, y in batches:
+            with torch.no_grad(), autocast or nullcontext():
+                total += model.eval()(x, y, reduction='none')[1].double().sum().item()
+            units, tokens = units + model.loss_units(y), tokens + y.numel()
+            nbytes += 0.0 if nbytes_of is None else nbytes_of[y.cpu()].sum().item()
     finally:
         model.train(training)
     return total / units, total / nbytes / math.log(2) if nbytes else None, tokens

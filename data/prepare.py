@@ -1,8 +1,7 @@
-"""Tokenize a corpus into out_dir/train.bin, val.bin (test.bin), token ids back to back, each document ending with
-end-of-text (uint16 below 65536 ids, else uint32), then meta.json (tokenizer, dtype, source, counts): a meta.json means
-a complete dataset, which only --overwrite=True replaces. input: 'pydoc' (data/pydoc/prepare.py), or comma-separated
-paths or globs of *.txt (a document each), *.jsonl[.gz|.xz] (one a line) and *.parquet. Val: val_input, or every
-round(1/val_fraction)-th document; test_fraction of the val documents go to test.bin, held out from every choice.
+"""Tokenize a corpus into out_dir/train.bin, val.bin (test.bin): token ids back to back, each document ending with
+end-of-text (uint16 below 65536 ids, else uint32), then meta.json, which marks a complete dataset (only --overwrite=True
+replaces one). input: 'pydoc', or comma-separated paths or globs of *.txt (a document each), *.jsonl[.gz|.xz] (one a
+line) and *.parquet. Val: val_input, or every round(1/val_fraction)-th document; test_fraction of those go to test.bin.
   python data/prepare.py --input='../shared/data/enwiki/enwiki_train_*.jsonl.xz' --out_dir=data/enwiki"""
 import ast
 import contextlib
@@ -25,9 +24,8 @@ from data.tokenizer import TOKENIZERS, get_tokenizer  # noqa: E402
 
 
 def iter_documents(spec, text_key='text'):
-    """The documents (str) of local files in order, or the pydoc corpus: offline in every CPython (~1.9 M characters
-    on 3.11), the language reference topics help() shows, then the standard library's docstrings (read with ast,
-    nothing imported), in a fixed order. Every fault of a file: one line naming it (and the line of a jsonl file)."""
+    """The documents (str) of local files in order, or the pydoc corpus (offline in every CPython, ~1.9 M characters:
+    the topics help() shows, then the stdlib's docstrings read by ast). A bad file: one line naming it and the line."""
     if spec == 'pydoc':
         from pydoc_data.topics import topics
         yield from (topics[k] for k in sorted(topics))

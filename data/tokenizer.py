@@ -1,7 +1,6 @@
-"""The tokenizers behind one interface: encode(text), encode_batch(texts, threads), decode(ids), eot (the end-of-text
-id after every document), vocab_size, meta() (what meta.json records), token_bytes() (each id's UTF-8 bytes), save_hf
-(files AutoTokenizer loads to the same ids). 'gpt2': tiktoken (offline: TIKTOKEN_CACHE_DIR); 'gpt-neox-20b':
-`tokenizers`, from a tokenizer.json or the hub; 'char': the corpus's characters, then one end-of-text id."""
+"""The tokenizers behind one interface: encode(text), encode_batch(texts, threads), decode(ids), eot (end-of-text, after
+every document), vocab_size, meta() (for meta.json), token_bytes() (each id's UTF-8 bytes), save_hf (files AutoTokenizer
+loads to the same ids). 'gpt2': tiktoken (offline: TIKTOKEN_CACHE_DIR); 'gpt-neox-20b': `tokenizers`; 'char'."""
 import os
 from functools import cache
 
