@@ -73,10 +73,10 @@ def parse(defaults, argv, rules, given=None):
     """defaults updated by config files and --key=value, in order; given (a set) collects the keys they set."""
     config, given = dict(defaults), set() if given is None else given
     for arg in argv:
-        key, eq, raw = arg[2:].partition('=')
-        if arg.startswith('--') and not (eq and key in defaults):
-            raise ValueError(f"{arg}: write --key=value with a known key (--help lists them)")
         if arg.startswith('--'):
+            key, eq, raw = arg[2:].partition('=')
+            if not eq or key not in defaults:
+                raise ValueError(f"{arg}: write --key=value with a known key (--help lists them)")
             try:
                 pairs = [(key, ast.literal_eval(raw))]
             except (ValueError, SyntaxError, MemoryError, RecursionError):
