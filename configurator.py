@@ -1,11 +1,8 @@
-"""
-Settings for every script, nanoGPT style: the script's module-level names are its defaults, then
-  python script.py [config/file.py ...] [--key=value ...]     (python script.py --help lists them)
-Config files are Python assigning known names; --values are Python literals (a bare word is a string). Each value is
-checked once, here, before the script reads or writes anything: its type against the default's, then the script's
-rule for it. Every script stops on bad input the same way (fail): one line 'error: ...' on stderr, no traceback,
-status 2 for a setting, 1 for a file or run-time failure, 130 for Ctrl-C.
-"""
+"""Settings for every script, nanoGPT style: `python script.py [config/file.py ...] [--key=value ...]` over the
+script's module-level defaults (--help lists them); --values are Python literals or bare words (strings). Each value
+is checked here (type against the default's, then the script's rule) before anything is read or written. Bad input
+stops every script alike (fail): one line 'error: ...' on stderr, status 2 for a setting, 1 for a file or run, 130 for
+Ctrl-C."""
 import atexit
 import os
 import sys
@@ -22,9 +19,9 @@ def _excepthook(kind, e, tb, default=sys.excepthook):
 
 
 sys.excepthook = _excepthook  # from here on: every script imports configurator first, before torch
-import ast  # noqa: E402
-import math  # noqa: E402
-from collections import namedtuple  # noqa: E402
+import ast
+import math
+from collections import namedtuple
 
 TYPES = (int, float, bool, str, type(None), tuple, list, dict)
 Rule = namedtuple('Rule', 'test what none', defaults=(False,))  # none=True: None is a meaningful value too
@@ -39,9 +36,9 @@ between = lambda lo, hi, lo_open=False, hi_open=False: Rule(
 
 def _has_device(d):
     import torch
-    dev = torch.device(d)
-    return dev.type == 'cpu' or (dev.type == 'cuda' and torch.cuda.is_available() and (dev.index or 0) <
-                                 torch.cuda.device_count()) or (dev.type == 'mps' and torch.backends.mps.is_available())
+    d, gpus = torch.device(d), torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return d.type == 'cpu' or (d.type == 'cuda' and (d.index or 0) < gpus) or (
+        d.type == 'mps' and torch.backends.mps.is_available())
 
 
 device = Rule(_has_device, "a device this machine has: 'cpu', or 'cuda' / 'cuda:N' with a GPU present")
@@ -59,11 +56,10 @@ def check(key, value, default, rule=None):
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{key}={value!r}: give a finite number")
     if value is not None and default is not None:
-        if (isinstance(default, float) and type(value) is int) or (
-                isinstance(default, (tuple, list)) and isinstance(value, (tuple, list))):
-            value = type(default)(value)
-        elif type(value) is not type(default):
+        kinds = {float: (int, float), tuple: (tuple, list), list: (tuple, list)}.get(type(default), (type(default),))
+        if type(value) not in kinds:
             raise ValueError(f"{key} expects {type(default).__name__} (default {default!r}), got {value!r}")
+        value = type(default)(value)
     try:
         ok = value is None or rule is None or rule.test(value)
     except (TypeError, ValueError, RuntimeError):  # a rule whose test raises is a failed check, not a crash
@@ -89,8 +85,7 @@ def parse(defaults, argv, rules, given=None):
                 pairs = [(key, raw)]  # a bare word is a string
         else:
             try:
-                with open(arg, encoding='utf-8') as f:
-                    exec(compile(f.read(), arg, 'exec'), scope := {})
+                exec(compile(open(arg, encoding='utf-8').read(), arg, 'exec'), scope := {})
             except Exception as e:
                 raise ValueError(f"config file {arg}: {type(e).__name__}: {e}") from None
             pairs = [(k, v) for k, v in scope.items() if not k.startswith('_') and isinstance(v, TYPES)]
@@ -107,8 +102,7 @@ def configure(g, rules=None, argv=None):
     --help prints the script's docstring and its settings block as written between the two rule lines."""
     argv = sys.argv[1:] if argv is None else argv
     if '--help' in argv or '-h' in argv:
-        with open(g['__file__'], encoding='utf-8') as f:
-            block = f.read().split('# ' + '-' * 77)
+        block = open(g['__file__'], encoding='utf-8').read().split('# ' + '-' * 77)
         print((g.get('__doc__') or '').strip() + '\n\nsettings (default  # meaning):\n' +
               (block[1].strip() if len(block) > 2 else ''))
         sys.exit(0)
@@ -116,8 +110,7 @@ def configure(g, rules=None, argv=None):
                 if not k.startswith('_') and not k.isupper() and isinstance(v, TYPES) and not isinstance(v, Rule)}
     g['_given'] = set()  # the settings a config file or --key=value set (train.py's resume takes the rest)
     try:
-        config = parse(defaults, argv, rules or {}, g['_given'])
+        g.update(config := parse(defaults, argv, rules or {}, g['_given']))
     except ValueError as e:
         fail(e, CONFIG_ERROR)
-    g.update(config)
     return config

@@ -1,10 +1,8 @@
-"""
-Train a GPT (Pythia / GPT-2 architecture), nanoGPT style; optionally grow it first and prune it as it trains.
+"""Train a GPT (Pythia / GPT-2 architecture), nanoGPT style; optionally grow it first and prune it as it trains.
   python train.py config/train_pydoc_cpu.py                       # one process (CPU or one GPU)
   python train.py --out_dir=out-pydoc --init_from=resume          # continue out_dir/ckpt.pt exactly
   torchrun --standalone --nproc_per_node=8 train.py config/grow_70m.py   # DDP (fsdp=True: FSDP2), one rank per GPU
-init_from: 'scratch', 'resume', or a pretrained model (a Hugging Face directory, a hub id, another run's ckpt.pt);
-grow={'n_embd': 1024, ...} first grows that model function-preservingly (expand.grow, exactness measured).
+grow={'n_embd': 1024, ...} first grows the pretrained init_from function-preservingly (expand.grow, exactness measured).
 Exactness: the sequences of iteration t are a function of (seed, t) alone, whatever the ranks and micro_batch_size,
 so a resume replays the same tokens. One run owns out_dir (train.lock, taken before the first write): it holds
 train_config.json, ckpt.pt (atomic, with a checksum), metrics.jsonl (a record per line), model/ with save_hf=True.
@@ -107,14 +105,6 @@ config = configure(globals(), rules=dict(
     score=one_of(*SCORES), calib_batches=positive, device=device_rule, dtype=one_of('bfloat16', 'float32'),
     compile_mode=one_of('default', 'max-autotune-no-cudagraphs', 'max-autotune', 'reduce-overhead'),
     seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
-if grow is not None:
-    from expand import RULES as GROW_RULES
-    try:
-        for k, v in grow.items():
-            check(f'grow[{k!r}]', v, None, GROW_RULES.get(k, Rule(lambda v: False, "a setting of expand.grow: " +
-                                                                   ', '.join(GROW_RULES))))
-    except ValueError as e:
-        fail(e, CONFIG_ERROR)
 ckpt_path, metrics_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'metrics.jsonl')
 if init_from == 'resume':  # the run continues as it was: the settings not given again are the checkpoint's
     try:
@@ -134,8 +124,15 @@ if init_from == 'resume':  # the run continues as it was: the settings not given
     config.update({k: v for k, v in saved.items() if k in config and k not in given and k != 'init_from'})
     globals().update(config)  # data_dir may move: the dataset itself is compared when loaded
 config['min_lr'] = min_lr = learning_rate / 10 if min_lr is None else min_lr
-calibrated = final_sparsity > 0 and score in CALIBRATED
+calibrated, micro = final_sparsity > 0 and score in CALIBRATED, micro_batch_size or batch_size
+ddp, world_size = 'RANK' in os.environ, int(os.environ.get('WORLD_SIZE', 1))  # torchrun's; every rank runs all this
+local_seqs = gradient_accumulation_steps * batch_size // world_size  # this rank's sequences per iteration
 try:
+    if grow is not None:
+        from expand import RULES
+        other = Rule(lambda v: False, "a setting of expand.grow: " + ', '.join(RULES))
+        for k, v in grow.items():
+            check(f'grow[{k!r}]', v, None, RULES.get(k, other))
     check_pattern(pattern, final_sparsity or None, 'final_sparsity')
 except ValueError as e:
     fail(e, CONFIG_ERROR)
@@ -149,24 +146,20 @@ for bad, msg in [
         (calibrated and prune_start != prune_end, f"score={score!r} prunes once with calibration: set prune_start = "
          f"prune_end (the iteration of the one event)"),
         (calibrated and fsdp, f"score={score!r} calibrates whole layers: use it without fsdp"),
-        (fsdp and 'RANK' not in os.environ, "fsdp=True shards over the ranks of a torchrun launch: start it with "
-         "torchrun --nproc_per_node=N")]:
+        (fsdp and not ddp, "fsdp=True shards over the ranks of a torchrun launch: start it with torchrun "
+         "--nproc_per_node=N"),
+        (gradient_accumulation_steps % world_size or local_seqs % micro, f"gradient_accumulation_steps="
+         f"{gradient_accumulation_steps} must be a multiple of the world size {world_size}, and each rank's "
+         f"{local_seqs} sequences a multiple of micro_batch_size={micro}")]:
     if bad:
         fail(msg, CONFIG_ERROR)
 
-# distributed: torchrun sets RANK / LOCAL_RANK / WORLD_SIZE; every rank runs this whole script
-ddp, rank, local_rank, world_size = 'RANK' in os.environ, 0, 0, 1
+rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
+master, device_type = rank == 0, 'cuda' if device.startswith('cuda') else 'cpu'
 if ddp:
-    dist.init_process_group('nccl' if device.startswith('cuda') else 'gloo')
-    rank, local_rank, world_size = int(os.environ['RANK']), int(os.environ['LOCAL_RANK']), dist.get_world_size()
-    if device.startswith('cuda'):
+    dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo')
+    if device_type == 'cuda':
         torch.cuda.set_device(device := f'cuda:{local_rank}')
-master, micro = rank == 0, micro_batch_size or batch_size
-local_seqs = gradient_accumulation_steps * batch_size // world_size  # this rank's sequences per iteration
-if gradient_accumulation_steps % world_size or local_seqs % micro:
-    fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the world size "
-         f"{world_size}, and each rank's {local_seqs} sequences a multiple of micro_batch_size={micro}", CONFIG_ERROR)
-device_type = 'cuda' if device.startswith('cuda') else 'cpu'
 autocast = torch.autocast(device_type, torch.bfloat16) if device_type == 'cuda' and dtype == 'bfloat16' else None
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
@@ -200,8 +193,7 @@ def out_dir_error():
     return files.check_dest(out_dir)
 
 
-if not eval_only:
-    agree(out_dir_error() if master else None)
+agree(out_dir_error() if master and not eval_only else None)
 
 # data, its tokenizer (bits per byte for any model; byte-level models and exports need it), and the model
 try:
@@ -218,12 +210,12 @@ try:
         print(f"note: no bits per byte ({e})")
     torch.manual_seed(seed)  # the same initial weights on every rank
     checkpoint, growth, record, origin = None, None, {}, init_from
-    shape = {k: v for k, v in dict(arch=arch, n_layer=n_layer, n_head=n_head, n_embd=n_embd, mlp_width=mlp_width,
-                                    vocab_size=vocab_size, block_size=block_size).items() if v is not None}
+    shape = {k: config[k] for k in ('arch', 'n_layer', 'n_head', 'n_embd', 'mlp_width', 'vocab_size', 'block_size')
+             if config[k] is not None}
     if init_from == 'scratch':
         shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # a multiple of 64: matmul-friendly
-        shape.update(dict(byte_pool=True, byte_embd=byte_embd, byte_head=byte_head, byte_layer=byte_layer,
-                          byte_block=byte_block) if byte_pool else {})
+        shape.update({k: config[k] for k in ('byte_pool', 'byte_embd', 'byte_head', 'byte_layer', 'byte_block')
+                      if byte_pool})
         model = GPT(preset_config(model_preset, dropout=dropout, **shape) if model_preset else
                     GPTConfig(dropout=dropout, **shape))
         if byte_pool:
@@ -305,6 +297,8 @@ if grow is not None and checkpoint is None:
         else None
 raw_model = model.to(device)  # the GPT itself (sharded in place with fsdp): state, pruning, evaluation, saving
 if fsdp:  # FSDP2: each block one unit (gathered for its forward/backward); the root holds embeddings, ln_f and head
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict, set_optimizer_state_dict)
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     mesh = init_device_mesh(device_type, (world_size,))
@@ -334,9 +328,8 @@ flops_per_iter, peak = raw_model.flops_per_token(block_size) * tokens_per_iter, 
 iter_num, best_val_loss, best_iter, loss_sum, iters_since_log = 0, float('inf'), None, torch.zeros((), device=device), 0
 if checkpoint is not None:
     if fsdp:  # saved whole, keyed by parameter name
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-        set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'], options=StateDictOptions(
-            full_state_dict=True))
+        set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'],
+                                 options=StateDictOptions(full_state_dict=True))
     else:
         optimizer.load_state_dict(checkpoint['optimizer'])
     pruner.load_state_dict(checkpoint['pruner']) if pruner is not None else None
@@ -369,28 +362,8 @@ def full_state():
     """(model, optimizer) state dicts as ckpt.pt holds them; with fsdp a collective gathering whole tensors."""
     if not fsdp:
         return raw_model.state_dict(), optimizer.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions as O, get_model_state_dict, \
-        get_optimizer_state_dict
-    opts = O(full_state_dict=True, cpu_offload=True)
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(raw_model, options=opts), get_optimizer_state_dict(raw_model, optimizer, options=opts)
-
-
-def save_checkpoint(rng_ranks):
-    """Every rank calls it (sharded states are gathered); rank 0 writes atomically, with a checksum of the content."""
-    model_sd, optim_sd = full_state()
-    masks, error = pruner.state_dict() if pruner is not None else None, None
-    if master:
-        ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config), config=config,
-                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=rng_ranks,
-                    origin=origin, log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record,
-                    data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars', 'train_tokens')},
-                    pruner=masks)
-        ckpt['checksum'] = files.checksum(ckpt)
-        try:
-            files.write(ckpt_path, lambda f: torch.save(ckpt, f))
-        except files.FileError as e:
-            error = f"{e} ({ckpt_path} still holds the previous checkpoint; resume from it)"
-    agree(error)
 
 
 def log(record):
@@ -404,29 +377,42 @@ def log(record):
 
 
 def evaluate_and_save():
-    """Every rank evaluates (a sharded forward needs them all; a replicated one gives all the same loss)."""
+    """Every rank evaluates (a sharded forward needs them all; a replicated one gives all the same loss) and saves
+    (sharded states are gathered); rank 0 writes ckpt.pt atomically, with a checksum of the content."""
     global best_val_loss, best_iter
     val_loss, val_bpb = evaluate(fwd_model)
     if not math.isfinite(val_loss):
         fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good state "
              f"(try a lower learning_rate or more warmup_iters)") if master else sys.exit(1)
-    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss, val_bpb=val_bpb,
-                  lr=get_lr(iter_num - 1) if iter_num else None,
-                  **{f'params_{k}': v for k, v in raw_model.param_counts().items()},
-                  **(pruner.stats() if pruner is not None else {}))
+    row = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss, val_bpb=val_bpb,
+               lr=get_lr(iter_num - 1) if iter_num else None,
+               **{f'params_{k}': v for k, v in raw_model.param_counts().items()},
+               **(pruner.stats() if pruner is not None else {}))
     if iter_num == max_iters and 'test' in splits:
-        record['test_loss'], record['test_bpb'] = evaluate(fwd_model, 'test')
+        row['test_loss'], row['test_bpb'] = evaluate(fwd_model, 'test')
     print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else "")) \
         if master else None
-    log(record)
+    log(row)
     due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
-    if iter_num > 0 and due and (val_loss < best_val_loss or always_save_checkpoint):
-        best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
-        rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda'
-                                                    else {}))
-        ranks = [rng] * world_size  # every rank's dropout state, so a resume on as many ranks is exact
-        dist.all_gather_object(ranks, rng) if ddp else None
-        save_checkpoint(ranks)
+    if iter_num == 0 or not due or (val_loss >= best_val_loss and not always_save_checkpoint):
+        return
+    best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
+    rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
+    ranks = [rng] * world_size  # every rank's dropout state, so a resume on as many ranks is exact
+    dist.all_gather_object(ranks, rng) if ddp else None
+    (model_sd, optim_sd), masks, error = full_state(), pruner.state_dict() if pruner is not None else None, None
+    if master:
+        ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config), config=config,
+                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=ranks,
+                    origin=origin, log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record,
+                    data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars', 'train_tokens')},
+                    pruner=masks)
+        ckpt['checksum'] = files.checksum(ckpt)
+        try:
+            files.write(ckpt_path, lambda f: torch.save(ckpt, f))
+        except files.FileError as e:
+            error = f"{e} ({ckpt_path} still holds the previous checkpoint; resume from it)"
+    agree(error)
 
 
 if eval_only:
@@ -436,9 +422,9 @@ if eval_only:
 agree((files.claim(out_dir) or out_dir_error()) if master else None)
 if master:  # the record of what this run is; a resume drops the records of iterations it is about to replay
     try:
-        for name in ('ckpt.pt', 'metrics.jsonl', 'train_config.json', 'model') if overwrite and init_from != 'resume' \
-                else ():
-            files.remove(os.path.join(out_dir, name))
+        if overwrite and init_from != 'resume':
+            for name in ('ckpt.pt', 'metrics.jsonl', 'train_config.json', 'model'):
+                files.remove(os.path.join(out_dir, name))
         files.write_json(os.path.join(out_dir, 'train_config.json'), dict(
             config=config, model_args=asdict(raw_model.config), world_size=world_size, tokens_per_iter=tokens_per_iter,
             flops_per_token=raw_model.flops_per_token(block_size), params=raw_model.param_counts(),
