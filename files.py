@@ -3,6 +3,7 @@ crash, a full disk or Ctrl-C leave the previous file whole), every failure a Fil
 import atexit
 import contextlib
 import errno
+import glob
 import hashlib
 import json
 import math
@@ -136,8 +137,11 @@ def claim(folder):
     lock, made = os.path.join(folder, 'train.lock'), not os.path.exists(folder)
     try:
         os.makedirs(folder, exist_ok=True)
-        if os.path.isfile(lock) and not lock_holder(lock):
-            os.remove(lock)  # stale: its process is gone
+        if os.path.isfile(lock) and not lock_holder(lock):  # stale: its process is gone, killed mid-write maybe
+            dead = open(lock).read().split()[:1] or ['']        # (a SIGKILL skips cleanup): its temp files go too
+            for tmp in glob.glob(os.path.join(glob.escape(folder), '**', f'*.tmp{dead[0]}'), recursive=True):
+                os.remove(tmp)
+            os.remove(lock)
         with os.fdopen(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL), 'w') as f:
             f.write(f"{os.getpid()} {socket.gethostname()}\n")
     except FileExistsError:
