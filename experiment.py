@@ -73,10 +73,11 @@ def tokens_to_reach(curve, target):
     return None
 
 
-def best_point(finals, grid):
-    """(the point of lowest loss in finals, ties to the earlier; whether its learning rate is at the grid's edge)."""
+def best_point(finals):
+    """(the point of lowest loss in finals, ties to the earlier; whether its learning rate is the lowest or highest
+    of those run: a grid extended but not yet run is not settled)."""
     best = min(finals, key=lambda p: (finals[p], list(finals).index(p)))
-    lrs = sorted(grid.get('learning_rate', []))
+    lrs = sorted({dict(p)['learning_rate'] for p in finals if 'learning_rate' in dict(p)})
     return best, len(lrs) > 1 and dict(best)['learning_rate'] in (lrs[0], lrs[-1])
 
 
@@ -198,13 +199,13 @@ def read_run(r):
 def summarize(names):
     sweep, out = [], {}
     for arm in names:
-        (pts, g), finals = grid(arm), {}
+        pts, finals = grid(arm)[0], {}
         for p, d in [(p, read_run(Run(arm, p, seeds[0]))) for p in pts]:
             if d is not None:
                 sweep.append(dict(arm=arm, point=dict(p), final_val_loss=d['final_val_loss'], finished=d['finished']))
                 finals.update({p: d['final_val_loss']} if d['finished'] else {})
         if finals:
-            best, edge = best_point(finals, g)
+            best, edge = best_point(finals)
             runs = {s: read_run(Run(arm, best, s)) for s in seeds}
             out[arm] = dict(role=ROLES.get(arm, arm), point=dict(best), at_grid_edge=edge, points=len(pts),
                             points_finished=len(finals), runs={s: d for s, d in runs.items() if d and d['finished']})
@@ -242,7 +243,9 @@ def markdown(s):
     rows = [f"{s['N_text']}; seeds {s['seeds']}; mean ± standard deviation over seeds.", "",
             "| arm | best point | seeds | final val loss | test loss | tokens to Recipe 1's loss: speed-up | with "
             "pretraining | FLOPs: dense / non-zero | Recipe 1 meets it at |", "|---|---|---|---|---|---|---|---|---|"]
-    rows += [f"| {arm} | {point_name(a['point'])}{' (grid edge)' if a['at_grid_edge'] else ''} | {len(a['seeds'])} | "
+    note = lambda a: (' (grid edge)' if a['at_grid_edge'] else '') + (
+        '' if a['points_finished'] == a['points'] else f" ({a['points_finished']} of {a['points']} points run)")
+    rows += [f"| {arm} | {point_name(a['point'])}{note(a)} | {len(a['seeds'])} | "
              f"{pm(a['final_val_loss'], a['final_val_loss_std'])} | {pm(a['test_loss'], a['test_loss_std'])} | "
              f"{pm(a['speedup_tokens'], a['speedup_tokens_std'], 2)} ({a['reached_recipe1']}) | "
              f"{pm(a['speedup_with_pretraining'], None, 2)} | {pm(a['speedup_flops'], None, 2)} / "
@@ -346,7 +349,7 @@ if __name__ == '__main__':
             more, chosen = [], []
             for a in names:
                 runs = {r.point: r for r in sweep if r.arm == a}
-                best, edge = best_point({p: read_run(r)['final_val_loss'] for p, r in runs.items()}, grid(a)[1])
+                best, edge = best_point({p: read_run(r)['final_val_loss'] for p, r in runs.items()})
                 if edge:
                     print(f"[{a}] best learning rate {dict(best)['learning_rate']:g} is at the grid's edge: extend "
                           f"the grid before its seeds run", flush=True)

@@ -33,16 +33,15 @@ def test_crossover_and_tokens_to_reach():
 
 
 def test_best_point_ties_and_grid_edge():
-    """The lowest final loss wins, a tie goes to the earlier point in grid order, and a best learning rate at
-    the grid's lowest or highest value is flagged (the optimum may lie outside)."""
-    grid = dict(learning_rate=[1e-3, 2e-3, 4e-3], score=['magnitude', 'balanced'])
+    """The lowest final loss wins, a tie goes to the earlier point in grid order, and a best learning rate at the
+    lowest or highest value run is flagged (the optimum may lie outside), also when the grid holds points not run."""
     p = lambda lr, s: (('learning_rate', lr), ('score', s))  # noqa: E731
     finals = {p(1e-3, 'magnitude'): 5.0, p(2e-3, 'magnitude'): 4.5, p(2e-3, 'balanced'): 4.5, p(4e-3, 'balanced'): 4.7}
-    assert E.best_point(finals, grid) == (p(2e-3, 'magnitude'), False)
+    assert E.best_point(finals) == (p(2e-3, 'magnitude'), False)
     finals[p(4e-3, 'magnitude')] = 4.4
-    assert E.best_point(finals, grid) == (p(4e-3, 'magnitude'), True)
-    assert E.best_point({p(1e-3, 'balanced'): 3.0, **finals}, grid) == (p(1e-3, 'balanced'), True)
-    assert E.best_point({(('score', 'a'),): 1.0}, {'score': ['a']}) == ((('score', 'a'),), False)
+    assert E.best_point(finals) == (p(4e-3, 'magnitude'), True)
+    assert E.best_point({p(1e-3, 'balanced'): 3.0, **finals}) == (p(1e-3, 'balanced'), True)
+    assert E.best_point({(('score', 'a'),): 1.0}) == ((('score', 'a'),), False)
 
 
 def fake_run(exp_dir, name, curve, test_loss, linear=100, avg=100.0, fpt=1000):
