@@ -1,7 +1,7 @@
 """GPU speed where the experiments spend their time (every speed number in results/ came from here), into out_json.
 Modes: experiment (default): train.py on data_dir, each workload under each variant, `parallel` copies at once as
 experiment.py runs them; tokens/s and MFU: medians of the log lines after the first (compile, warm-up), aggregate: the
-copies' sum. anchors: this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2; sparse24: 2:4 vs dense linears."""
+copies' sum. anchors: this model vs transformers' GPTNeoX and a nanoGPT-style GPT-2 (2:4 speed: bench.py of 3a010c8)."""
 import configurator as cf  # first: from here on Ctrl-C is one line and status 130
 import itertools
 import json
@@ -12,7 +12,7 @@ import tempfile
 import time
 import torch
 # -----------------------------------------------------------------------------
-mode = 'experiment'           # 'experiment' | 'anchors' | 'sparse24'
+mode = 'experiment'           # 'experiment' | 'anchors'
 data_dir = 'data/enwiki_neox'  # experiment: a prepared GPT-NeoX dataset
 _sparse = ['--final_sparsity=0.567', '--prune_start=1', '--prune_end=1']  # masked from iteration 2 on
 _grown = lambda p, d, h: [f'--model_preset=pythia-{p}', f'--n_embd={d}', f'--n_head={h}', f'--mlp_width={4 * d}']
@@ -33,7 +33,7 @@ device = 'cuda'
 # -----------------------------------------------------------------------------
 from files import check_dest, write_json  # noqa: E402
 from model import GPT, PRESETS, peak_flops, preset_config  # noqa: E402
-config = cf.configure(globals(), rules=dict(mode=cf.one_of('experiment', 'anchors', 'sparse24'), num_iters=cf.positive,
+config = cf.configure(globals(), rules=dict(mode=cf.one_of('experiment', 'anchors'), num_iters=cf.positive,
                                             batch_size=cf.positive, block_size=cf.positive, warmup_iters=cf.positive))
 if out_json and check_dest(out_json):
     cf.fail(check_dest(out_json))
@@ -107,7 +107,7 @@ if mode == 'experiment':  # n copies of train.py at once, their metrics records 
             final_loss=[recs[-1]['train_loss'] for recs in runs]))
         print(f"{name:>18s} {variant:>10s} x{n}: {row['aggregate']:>12,.0f} tok/s in all ({speeds[0]:,.0f} each), "
               f"MFU {100 * row['mfu']:.1f}% each, {row['peak_mem_gib']:.1f} GiB", flush=True)
-elif mode == 'anchors':
+else:  # anchors
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
     from hf_io import config_to_hf
     hf_loss = lambda m: lambda x, y: torch.nn.functional.cross_entropy(m(x).logits.float().flatten(0, 1), y.flatten())
@@ -123,20 +123,6 @@ elif mode == 'anchors':
                    vs_nanogpt=row['ours']['tok_per_sec'] / row['nanogpt_gpt2']['tok_per_sec'])
         results['rows'].append(row)
         print(f"{preset}: {row['vs_transformers']:.2f}x transformers, {row['vs_nanogpt']:.2f}x nanoGPT", flush=True)
-else:  # 2:4 semi-structured weights (torch.sparse) against dense, bf16 inference
-    from torch.sparse import to_sparse_semi_structured
-    from torch.utils.benchmark import Timer
-    from prune import nm_mask
-    for out_f, in_f in [(3072, 768), (768, 3072), (4096, 1024), (16384, 4096), (4096, 16384)]:
-        w = torch.randn(out_f, in_f, device=device, dtype=torch.bfloat16)
-        w = w * nm_mask(w.abs(), 2, 4).to(w.dtype)
-        x, sparse = torch.randn(16384, in_f, device=device, dtype=torch.bfloat16), to_sparse_semi_structured(w)
-        ms = [Timer('torch.nn.functional.linear(x, w)', globals=dict(torch=torch, x=x, w=m)).blocked_autorange(
-            min_run_time=1).median * 1e3 for m in (w, sparse)]
-        err = ((torch.nn.functional.linear(x, sparse) - x @ w.t()).float().norm() / (x @ w.t()).float().norm()).item()
-        results['rows'].append(dict(out_features=out_f, in_features=in_f, dense_ms=ms[0], sparse_ms=ms[1],
-                                    speedup=ms[0] / ms[1], rel_err=err))
-        print(f"{out_f:>6d}x{in_f:<6d} dense {ms[0]:7.3f} ms  2:4 {ms[1]:7.3f} ms  {ms[0] / ms[1]:.2f}x  err {err:.1e}")
 if out_json:
     write_json(out_json, results)
     print(f"wrote {out_json}")
