@@ -1,43 +1,24 @@
-"""Grow a trained GPT / Pythia into a wider and/or deeper one that computes exactly the same function (docs/growth.md).
-  python expand.py --init_from=out/ckpt.pt --out_dir=out-grown --n_embd=768 --n_layer=12 --method=isotropic
-out_dir gets a Hugging Face directory, written only if max |logits(grown) - logits(source)| on random tokens is within
-tolerance. In-process: grown, record = grow(model, idx, n_embd=1024, method='isotropic') (train.py's grow setting)."""
-import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
+"""Grow a trained GPT / Pythia into a wider and/or deeper one that computes exactly the same function (docs/growth.md):
+grown, record = grow(model, idx, n_embd=1024, method='isotropic'), refused unless max |dlogits| on idx is within
+tolerance. train.py's grow setting calls it; to write a grown model without training it:
+  python train.py --init_from=out-pydoc --grow="{'n_embd': 256, 'n_layer': 8, 'method': 'isotropic'}" \
+      --max_iters=0 --save_hf=True --out_dir=out-grown --data_dir=data/pydoc   # out-grown/model: the grown model"""
 import copy
 import math
-import os
 import time
 from collections import namedtuple
 from dataclasses import replace
 
-# huge pages when expand.py is the script: first-touch page faults dominate writing a multi-GB grown model on a VM
-os.environ.setdefault('THP_MEM_ALLOC_ENABLE', '1')
-import torch  # noqa: E402
+import torch
 
-from configurator import CONFIG_ERROR, configure, fail, non_empty, non_negative, one_of, positive  # noqa: E402
-from model import DTYPES, GPT  # noqa: E402
+from configurator import non_negative, one_of, positive
+from model import GPT
 
-# -----------------------------------------------------------------------------
-init_from = None              # HF model dir | hub id | train.py checkpoint (ckpt.pt, or the out_dir holding one)
-out_dir = None                # where the grown model's HF directory is written
-overwrite = False             # True: replace out_dir if it is a model directory this codebase wrote
-method = 'top_left'           # 'top_left': new heads and units fresh | 'isotropic': copies of the old ones
-depth_mode = 'interleave'     # new identity blocks spread between the old ones | 'append': at the end
-n_embd = None                 # target width; None: n_head * head_size, or the source's
-n_head = None                 # target heads; None: n_embd // head_size
-n_layer = None                # target depth; None: the source's
-mlp_width = None              # target MLP width; None: the source's mlp_width/n_embd ratio at the new width
-noise = 1e-2                  # std of the copies' cancelling symmetry-breaking noise, relative to each weight's std
-seed = 1337                   # seeds the noise, the fresh weights and the check's tokens
-check_dtype = 'float64'       # dtype of the growth and its check ('float32' halves the memory for a big model)
-tolerance = None              # max |dlogits| allowed; None: 1e-9 (float64) or 1e-4 (float32)
-check_batch = 4               # random sequences the check runs
-check_len = 64                # their length (at most the model's block_size)
-save_dtype = None             # the grown model's dtype on disk; None: the source's
-tokenizer = None              # exported beside the weights; None: the source's (data.tokenizer.model_tokenizer)
-tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
-# -----------------------------------------------------------------------------
-RULES = dict(n_embd=positive, n_head=positive, n_layer=positive, mlp_width=positive,  # grow's keyword settings
+# grow's keyword settings (train.py's grow dict): the target shape (None: n_embd = n_head * head_size or the source's,
+# mlp_width at the source's ratio); method 'top_left' (new heads and units fresh) | 'isotropic' (copies of the old
+# ones); new identity blocks spread between the old ones or appended; noise: the copies' cancelling symmetry-breaking
+# noise, relative to each weight's std; check_dtype: of the growth and its check; tolerance: None: 1e-9 | 1e-4
+RULES = dict(n_embd=positive, n_head=positive, n_layer=positive, mlp_width=positive,
              method=one_of('top_left', 'isotropic'), depth_mode=one_of('interleave', 'append'), noise=non_negative,
              seed=non_negative, check_dtype=one_of('float64', 'float32'), tolerance=non_negative)
 # New index j < copies copies old index j % n (round robin), j >= copies is new (a mean coordinate of the residual
@@ -100,7 +81,7 @@ def target_config(c, n_embd=None, n_head=None, n_layer=None, mlp_width=None, met
     for key, new in dict(n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width).items():
         if new < getattr(c, key):
             raise ValueError(f"{key}={new} is smaller than the source's {getattr(c, key)}: expansion only grows a "
-                             f"model (prune.py removes weights)")
+                             f"model (pruning removes weights)")
     eps = c.layer_norm_eps * ((1 if method == 'top_left' else n_embd // c.n_embd) * c.n_embd / n_embd)  # var(x')/var(x)
     return replace(c, n_embd=n_embd, n_head=n_head, n_layer=n_layer, mlp_width=mlp_width, layer_norm_eps=eps)
 
@@ -220,37 +201,3 @@ def grow(model, idx, *, n_embd=None, n_head=None, n_layer=None, mlp_width=None, 
         target=shape(grown.config), layer_map=layer_map(model.config.n_layer, grown.config.n_layer, depth_mode),
         max_abs_dlogits=diff, check_dtype=check_dtype, check_tokens=int(idx.numel()), tolerance=tol, seconds=seconds)
 
-
-if __name__ == '__main__':
-    from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer, tokenizer_record
-    import files
-    from hf_io import check_replaceable, load_model, save_pretrained
-    configure(globals(), rules=dict(RULES, init_from=non_empty, out_dir=non_empty, check_batch=positive,
-                                    check_len=positive, save_dtype=one_of(*DTYPES), tokenizer=one_of(*TOKENIZERS)))
-    if not init_from or not out_dir:
-        fail("set --init_from (a model directory, hub id or train.py checkpoint) and --out_dir", CONFIG_ERROR)
-    try:
-        if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)) and not overwrite:
-            raise ValueError(f"out_dir {out_dir} exists and is not empty: pick another out_dir, or pass "
-                             f"--overwrite=True to replace a model directory this codebase wrote")
-        check_replaceable(out_dir)
-        if why := files.check_dest(out_dir):
-            raise ValueError(why)
-        model, source = load_model(init_from, dtype=None)  # as stored: the grown model is saved in that dtype
-        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights: it
-        for m in filter(None, [model, tokenizer_record(source)]):  # fits the model and its recorded tokenizer
-            check_tokenizers(m, tok, f'the model {init_from}', f'the {tok.name} tokenizer')
-        out_dtype, c = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype, model.config
-        print(f"source: {describe(c)}; params {model.param_counts()}")
-        idx = torch.randint(c.vocab_size, (check_batch, min(check_len, c.block_size)),
-                            generator=torch.Generator().manual_seed(seed))
-        grown, record = grow(model, idx, **{k: globals()[k] for k in RULES})
-        print(f"grown:  {describe(grown.config)}; params {grown.param_counts()}; layer_norm_eps {c.layer_norm_eps:g} "
-              f"-> {grown.config.layer_norm_eps:g}; max |dlogits| {record['max_abs_dlogits']:.3e} ({check_dtype}, "
-              f"{idx.numel()} random tokens; tolerance {record['tolerance']:g}) in {record['seconds']:.2f}s")
-        save_pretrained(grown.to(out_dtype), out_dir, tokenizer=tok, replace=True, extra_meta=dict(
-            expanded_from=init_from, **record, tokenizer=tok.meta(), **{'parent': source['record']} if source['record']
-            else {}))
-    except (ValueError, OSError) as e:
-        fail(e)
-    print(f"wrote {out_dir} ({str(out_dtype).removeprefix('torch.')}, with the {tok.name} tokenizer)")

@@ -1,38 +1,15 @@
-"""Pruning of the linear weights (the blocks' and the untied head's), one-shot into a Hugging Face model directory
-(pruned weights exact zeros) or in training (Pruner: train.py's final_sparsity); s of N weights prunes floor(s*N + .5).
-  python prune.py --init_from=out/ckpt.pt --out_dir=out-24 --pattern=2:4 --score=sparsegpt --data_dir=data/pydoc
-Scores: 'magnitude' |W|; 'balanced' |W| after row/column balancing (growth-aware); calibrated on train batches no
-run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023), 'sparsegpt' (Frantar & Alistarh 2023)."""
-import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
+"""Pruning of the linear weights (the blocks' and the untied head's): the library train.py prunes with (final_sparsity),
+gradually, or one-shot (one event at iteration 0, no training) into a model directory whose pruned weights are zeros:
+  python train.py --init_from=out-pydoc --out_dir=out-24 --final_sparsity=0.5 --pattern=2:4 --score=sparsegpt \
+      --prune_start=0 --prune_end=0 --max_iters=0 --save_hf=True --data_dir=data/pydoc
+s of N weights prunes floor(s*N + .5). Scores: 'magnitude' |W|; 'balanced' |W| after row/column balancing (growth-
+aware); calibrated on train batches no run trains on, one-shot: 'wanda' |W_ij| * ||X_j||_2 (Sun et al. 2023),
+'sparsegpt' (Frantar & Alistarh 2023)."""
 import itertools
 import math
-import os
-import time
 
 import torch
 
-from data import estimate_loss, open_tokens, read_meta, sample_batch
-
-# -----------------------------------------------------------------------------
-init_from = None              # a Hugging Face model directory, a train.py out_dir, or a ckpt.pt path
-out_dir = None                # the pruned model directory (new or empty; see overwrite)
-overwrite = False             # True: replace out_dir if it is a model directory this codebase wrote
-save_dtype = None             # the pruned model's dtype on disk; None: the source's
-tokenizer = None              # None: the source's (its record, a tokenizer.json beside it, or its family's)
-tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
-sparsity = 0.5                # fraction of the linear weights set to zero; N:M patterns fix it at 1 - N/M
-scope = 'global'              # 'global': one threshold over all layers | 'layer': each layer at `sparsity` | 'row'
-pattern = 'unstructured'      # 'unstructured' or 'N:M' (keep N of every M consecutive inputs), e.g. '2:4'
-score = 'magnitude'           # 'magnitude' | 'balanced' (growth-aware) | 'wanda' | 'sparsegpt' (need data_dir)
-prune_head = True             # also prune the untied output head (a tied head is the embedding: never pruned)
-data_dir = None               # a prepared dataset (train.bin, val.bin, meta.json): val loss before/after, calibration
-batch_size = 8
-block_size = None             # None: min(the model's, 1024)
-eval_iters = 20               # val batches, the same ones train.py uses for its val loss at this batch shape
-calib_batches = 8             # wanda, sparsegpt: train batches whose activations weigh the scores
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
-seed = 1337
-# -----------------------------------------------------------------------------
 CALIBRATED = ('wanda', 'sparsegpt')  # scores weighed by input activations: one-shot, on calibration batches
 SCORES = ('magnitude', 'balanced', *CALIBRATED)
 n_pruned = lambda s, numel: int(math.floor(s * numel + 0.5))  # what a sparsity s removes of numel: round half up
@@ -281,78 +258,3 @@ def sparsegpt_layer(W, H, sparsity, nm=None, blocksize=128, percdamp=0.01):
         W[:, i + blocksize:] -= err @ U[i:i + blocksize, i + blocksize:]
     return W
 
-
-if __name__ == '__main__':
-    from configurator import (configure, fail, CONFIG_ERROR, positive, non_negative, non_empty, between, one_of,
-                              device as device_rule)
-    from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer
-    from files import check_dest
-    from hf_io import check_replaceable, load_model, save_pretrained
-    from model import DTYPES
-    configure(globals(), rules=dict(init_from=non_empty, out_dir=non_empty, data_dir=non_empty,
-        sparsity=between(0, 1, hi_open=True), score=one_of(*SCORES), scope=one_of('global', 'layer', 'row'),
-        save_dtype=one_of(*DTYPES), tokenizer=one_of(*TOKENIZERS), device=device_rule, seed=non_negative,
-        batch_size=positive, block_size=positive, eval_iters=positive, calib_batches=positive))
-    t0, calibrated = time.time(), score in CALIBRATED
-    try:
-        if init_from is None or out_dir is None:
-            raise ValueError("pass --init_from=<model dir | out_dir with ckpt.pt | ckpt.pt> and --out_dir=<new dir>")
-        if calibrated and data_dir is None:
-            raise ValueError(f"score={score!r} weighs |W| by input activations: pass --data_dir=<prepared dataset>")
-        check_pattern(pattern, sparsity, '--sparsity')
-    except ValueError as e:
-        fail(e, CONFIG_ERROR)
-    if os.path.exists(out_dir) and not (os.path.isdir(out_dir) and not os.listdir(out_dir)) and not overwrite:
-        fail(f"out_dir {out_dir} is not empty: choose a new one, or pass --overwrite=True to replace a model made here")
-    try:
-        check_replaceable(out_dir)
-        if why := check_dest(out_dir):
-            raise ValueError(why)
-        model, source = load_model(init_from, dtype=None)  # as stored: saved back in that dtype
-        tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)  # exported beside the weights
-        check_tokenizers(model, tok, 'the model', f'the {tok.name} tokenizer')
-        out_dtype, ckpt = DTYPES[save_dtype] if save_dtype else next(model.parameters()).dtype, source['checkpoint']
-        pruner = Pruner(model.to(device).eval(), sparsity, prune_start=0, prune_end=0, prune_every=1, pattern=pattern,
-                        score=score, scope=scope, prune_head=prune_head, calib=(lambda: calib) if calibrated else None)
-        T, meta = block_size or min(model.config.block_size, 1024), read_meta(data_dir) if data_dir else None
-        if meta:  # calibration and val batches must spell the model's ids
-            check_tokenizers(tok.meta(), meta, f"the model's tokenizer ({init_from})", f'the dataset {data_dir}')
-        def batches(split, seed_, keys):  # the batches train.py draws for these keys
-            data = open_tokens(data_dir, split, meta)
-            if len(data) <= T:
-                raise ValueError(f"{data_dir}/{split}.bin has {len(data)} tokens, fewer than block_size+1={T + 1}")
-            return [torch.from_numpy(sample_batch(data, seed_, k, batch_size, T)).to(device) for k in keys]
-        val = batches('val', 0, [(k,) for k in range(eval_iters)]) if meta else None
-        if calibrated:  # train.py's batches of iteration 2**31-1, which no run reaches: never trained on
-            calib = [b[:, :-1] for b in batches('train', seed, [(2**31 - 1, k) for k in range(calib_batches)])]
-    except (ValueError, OSError) as e:
-        fail(e)
-    if T > model.config.block_size:
-        fail(f"block_size={T} exceeds the model's context of {model.config.block_size}", CONFIG_ERROR)
-    val_loss = lambda: estimate_loss(model, [(b[:, :-1], b[:, 1:]) for b in val])[0] if val else None
-    before = val_loss()
-    if ((ckpt or {}).get('pruner') or {}).get('masks') is not None:  # a pruning run's checkpoint: its pruned
-        pruner.set_masks(ckpt['pruner']['masks'])                    # weights stay pruned whatever the score
-    pruner.step(0)
-    after, weights = val_loss(), dict(zip(pruner.names, pruner.weights))
-    rows = [(n, str(tuple(w.shape)), w.numel(), int(torch.count_nonzero(w))) for n, w in weights.items()]
-    total, nonzero = sum(r[2] for r in rows), sum(r[3] for r in rows)
-    print(f"{'weight':<40s} {'shape':>14s} {'params':>12s} {'nonzero':>12s} {'sparsity':>8s}")
-    for n, s, p, nz in [*rows, ('total (linear)', '', total, nonzero)]:
-        print(f"{n:<40s} {s:>14s} {p:>12,d} {nz:>12,d} {1 - nz / p:8.4f}")
-    record = dict(method='one-shot', sparsity=sparsity, scope=dict(wanda='row', sparsegpt='layer').get(score, scope),
-                  pattern=pattern, score=score, prune_head=prune_head, linear_params=total, nonzero_linear=nonzero,
-                  achieved_sparsity=1 - nonzero / total, source=os.path.abspath(source['path']),
-                  **({'source_iter_num': ckpt['iter_num']} if ckpt else {}),
-                  **(dict(calib_tokens=calib_batches * batch_size * T) if calibrated else {}),
-                  **(dict(data_dir=data_dir, eval_tokens=eval_iters * batch_size * T, val_loss_before=before,
-                          val_loss_after=after) if val else {}))
-    if val:
-        print(f"val loss {before:.4f} -> {after:.4f}   perplexity {math.exp(before):.2f} -> {math.exp(after):.2f}")
-    try:  # provenance: the source's record (e.g. its expansion), this pruning appended; new, empty or ours
-        save_pretrained(model.to(out_dtype), out_dir, tokenizer=tok, replace=True, extra_meta=dict(
-            source['record'], tokenizer=tok.meta(), pruning=source['record'].get('pruning', []) + [record]))
-    except (ValueError, OSError) as e:
-        fail(e)
-    print(f"wrote {out_dir}: {nonzero:,} of {total:,} linear weights non-zero (sparsity {1 - nonzero / total:.4f}; "
-          f"{pattern}, {score}), {time.time() - t0:.1f}s")

@@ -35,7 +35,6 @@ eval_interval = 250           # evaluate, log and save a checkpoint every this m
 checkpoint_interval = None    # save ckpt.pt every this many iterations (a multiple of eval_interval); None: each eval
 eval_iters = 20               # val batches per evaluation (the same batches in every run)
 log_interval = 10
-eval_only = False             # evaluate the initial model and exit, writing nothing
 always_save_checkpoint = True  # False: save ckpt.pt only when the val loss improves (small corpora overfit)
 save_hf = False               # at the end also write out_dir/model, a Hugging Face directory
 overwrite = False             # True: a fresh run replaces the run in out_dir
@@ -60,7 +59,7 @@ gradient_accumulation_steps = 1  # micro-steps per iteration, over all ranks (a 
 micro_batch_size = None       # sequences per forward (None: batch_size): speed and memory only, same gradient
 learning_rate = 6e-4          # AdamW; linear warmup, then cosine down to min_lr at lr_decay_iters
 min_lr = None                 # None: learning_rate / 10
-max_iters = 5000
+max_iters = 5000              # 0: no training, only growth and/or a one-shot prune, evaluated (and save_hf)
 warmup_iters = 100
 lr_decay_iters = None         # None: max_iters
 decay_lr = True
@@ -114,8 +113,8 @@ if init_from == 'resume':  # the run continues as it was: the settings not given
     except Exception as e:  # torch's own errors for a file that is not a checkpoint
         fail(f"{ckpt_path} is not a readable checkpoint ({type(e).__name__}): restore it, or start a new out_dir")
     # one given again must equal it, unless it only says how the run is watched, saved and computed, or how long
-    free = {'out_dir', 'data_dir', 'eval_interval', 'checkpoint_interval', 'log_interval', 'eval_iters', 'eval_only',
-            'save_hf', 'always_save_checkpoint', 'overwrite', 'init_from', 'max_iters', 'micro_batch_size', 'device',
+    free = {'out_dir', 'data_dir', 'eval_interval', 'checkpoint_interval', 'log_interval', 'eval_iters', 'save_hf',
+            'always_save_checkpoint', 'overwrite', 'init_from', 'max_iters', 'micro_batch_size', 'device',
             'dtype', 'compile', 'compile_mode', 'wandb_log', 'wandb_project', 'wandb_run_name', 'calib_batches'}
     given = globals()['_given']  # what files and --key=value set (configure records it)
     for k in [k for k in saved if k in config and k not in free and k in given and saved[k] != config[k]][:1]:
@@ -193,7 +192,7 @@ def out_dir_error():
     return files.check_dest(out_dir)
 
 
-agree(out_dir_error() if master and not eval_only else None)
+agree(out_dir_error() if master else None)
 
 # data, its tokenizer (bits per byte for any model; byte-level models and exports need it), and the model
 try:
@@ -415,10 +414,6 @@ def evaluate_and_save():
     agree(error)
 
 
-if eval_only:
-    val_loss, val_bpb = evaluate(fwd_model)
-    print(f"val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else "")) if master else None
-    sys.exit(0)
 agree((files.claim(out_dir) or out_dir_error()) if master else None)
 if master:  # the record of what this run is; a resume drops the records of iterations it is about to replay
     try:
@@ -440,6 +435,10 @@ if master:  # the record of what this run is; a resume drops the records of iter
 
 # the loop; iter_num counts finished iterations, so a checkpoint at iter_num resumes with iteration iter_num
 if init_from != 'resume':
+    # max_iters=0 only exports: an event at iteration 0 (one-shot pruning), which training runs after iteration 0's
+    # update, runs before the one evaluation instead, so that the val loss and save_hf's model are the pruned one's
+    if max_iters == 0 and final_sparsity > 0 and prune_end == 0:
+        pruner.step(0)
     evaluate_and_save()
 t0, timed_iters, first_iter = None, 0, iter_num  # the first iteration (compile, warm-up) is not timed
 try:

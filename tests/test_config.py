@@ -63,7 +63,7 @@ def test_rules():
         check('n', 'x', None, Rule(lambda v: v % 2 == 0, 'even'))
 
 
-SCRIPTS = ['train.py', 'sample.py', 'eval.py', 'expand.py', 'prune.py', 'experiment.py', 'bench.py', 'data/prepare.py']
+SCRIPTS = ['train.py', 'sample.py', 'eval.py', 'experiment.py', 'bench.py', 'data/prepare.py']
 
 
 @pytest.mark.parametrize('script', SCRIPTS)

@@ -1,11 +1,11 @@
 """expand.py: function-preserving growth (docs/growth.md). Exactness on both architectures, both methods and every kind
 of growth, on models whose every parameter is moved off its init; the two non-obvious parts of the construction shown
 load-bearing; isotropic = HyperCloning and top_left = the old weights in the top-left corner, weight for weight;
-trainability; bad targets and settings; grow's record; the script end to end. CPU, tiny shapes (head_size 8)."""
+trainability; bad targets and settings; grow's record; train.py exporting a grown model. CPU, tiny shapes (head 8)."""
 import json
 import math
 import os
-import runpy
+import subprocess
 import sys
 from dataclasses import asdict
 
@@ -233,32 +233,37 @@ def test_grow_record_and_refusal():
         grow(source('gpt2', torch.float32), batch(), n_embd=48, check_dtype='float32', tolerance=1e-30)
 
 
-def test_script_checkpoint_to_transformers(tmp_path, monkeypatch):
-    """train.py checkpoint -> expand.py (70m -> 160m shape in miniature) -> a Hugging Face directory that our GPT and
-    transformers both load to the source's logits (1e-4: saved in float32), with the growth record and the dataset's
-    tokenizer; growing that directory again records its parent."""
+def test_train_py_exports_a_grown_model_transformers_loads(tmp_path, data_dir):
+    """train.py checkpoint -> train.py --grow=... --max_iters=0 --save_hf=True (70m -> 160m shape in miniature) -> a
+    Hugging Face directory that our GPT and transformers both load to the source's logits (1e-4: saved in float32),
+    with the growth record, the small model's val loss (the grown model's: exact) and the dataset's tokenizer;
+    growing that directory again records its parent."""
     transformers = pytest.importorskip('transformers')
     src = source('gpt_neox', torch.float32)
-    (tmp_path / 'run').mkdir()
-    (tmp_path / 'data').mkdir()  # the dataset the checkpoint was trained on names its tokenizer
-    tok = dict(tokenizer='char', vocab_size=27, eot=26, chars='abcdefghijklmnopqrstuvwxyz')
-    (tmp_path / 'data' / 'meta.json').write_text(json.dumps(dict(tok, dtype='uint16')))
-    torch.save(dict(model=src.state_dict(), model_args=asdict(src.config),
-                    config=dict(data_dir=str(tmp_path / 'data'))), tmp_path / 'run' / 'ckpt.pt')
-    monkeypatch.chdir(tmp_path)
-    for args in (['--init_from=run', '--out_dir=grown', '--n_embd=48', '--n_layer=4', '--check_len=16'],
-                 ['--init_from=grown', '--out_dir=grown2', '--method=isotropic', '--n_head=12', '--check_len=16']):
-        monkeypatch.setattr(sys, 'argv', ['expand.py', *args])
-        runpy.run_path(os.path.join(REPO, 'expand.py'), run_name='__main__')
-    hf = json.loads((tmp_path / 'grown' / 'config.json').read_text())
-    meta = hf['growing_sparse']
-    assert (meta['method'], meta['source']['n_embd'], meta['tokenizer']) == ('top_left', 32, tok)
-    assert meta['max_abs_dlogits'] <= 1e-9 and meta['expanded_from'] == 'run'
+    (tmp_path / 'run').mkdir()  # the dataset the checkpoint was trained on names its tokenizer
+    torch.save(dict(model=src.state_dict(), model_args=asdict(src.config), config=dict(data_dir=data_dir)),
+               tmp_path / 'run' / 'ckpt.pt')
+    for src_dir, out, how in (('run', 'grown', "{'n_embd': 48, 'n_layer': 4}"),
+                               ('grown/model', 'grown2', "{'method': 'isotropic', 'n_head': 12}")):
+        r = subprocess.run([sys.executable, 'train.py', f'--init_from={tmp_path / src_dir}', f'--grow={how}',
+                            f'--data_dir={data_dir}', f'--out_dir={tmp_path / out}', '--max_iters=0', '--save_hf=True',
+                            '--device=cpu', '--dtype=float32', '--batch_size=4', '--block_size=16', '--eval_iters=2'],
+                           cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+    assert not (tmp_path / 'grown' / 'ckpt.pt').exists()  # nothing trained, nothing to resume
+    hf = json.loads((tmp_path / 'grown' / 'model' / 'config.json').read_text())
+    meta, val = hf['growing_sparse'], json.loads((tmp_path / 'grown' / 'metrics.jsonl').read_text())['val_loss']
+    assert (meta['method'], meta['source']['n_embd'], meta['tokenizer']) == ('top_left', 32, json.loads(
+        open(os.path.join(data_dir, 'meta.json')).read()))
+    assert meta['max_abs_dlogits'] <= 1e-9 and meta['expanded_from'] == str(tmp_path / 'run') and meta['iter_num'] == 0
+    assert val == pytest.approx(meta['small_val_loss'], abs=1e-5, rel=0)
     assert (hf['hidden_size'], hf['num_attention_heads'], hf['num_hidden_layers']) == (48, 6, 4)
     with torch.no_grad():
         ref = src(batch())[0]
-        ours = from_pretrained(str(tmp_path / 'grown'))(batch())[0]
-        theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'grown')).eval()(batch()).logits
+        ours = from_pretrained(str(tmp_path / 'grown' / 'model'))(batch())[0]
+        theirs = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / 'grown' / 'model')).eval()(
+            batch()).logits
     assert (ours - ref).abs().max() <= 1e-4 and (theirs - ref).abs().max() <= 1e-4
-    meta2 = json.loads((tmp_path / 'grown2' / 'config.json').read_text())['growing_sparse']
-    assert meta2['parent']['method'] == 'top_left' and meta2['source']['n_embd'] == 48 and meta2['tokenizer'] == tok
+    assert (tmp_path / 'grown' / 'model' / 'tokenizer.json').exists()
+    meta2 = json.loads((tmp_path / 'grown2' / 'model' / 'config.json').read_text())['growing_sparse']
+    assert meta2['parent']['method'] == 'top_left' and meta2['source']['n_embd'] == 48

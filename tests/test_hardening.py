@@ -207,6 +207,9 @@ BAD = [
     ('train.py', [D, R, '--init_from=run', "--grow={'width': 64}"], "grow['width']=64: must be a setting of expand"),
     ('train.py', [D, R, '--init_from=run', "--grow={'n_embd': -64}"], "grow['n_embd']=-64: must be > 0"),
     ('train.py', [D, R, '--grow=64'], 'grow=64: must be a dict'),
+    ('train.py', [D, R, '--init_from=run', "--grow={'method': 'diagonal'}"], "grow['method']='diagonal'"),
+    ('train.py', [D, R, '--init_from=run', "--grow={'n_embd': 40}"], 'whole number of heads'),
+    ('train.py', [D, R, '--final_sparsity=0.5', '--score=wanda', '--calib_batches=0'], 'calib_batches=0'),
     ('train.py', [D, R, '--max_iterz=3'], '--max_iterz=3: write --key=value with a known key'),
     ('train.py', [D, R, '--batch_size=2.5'], 'batch_size expects int'),
     ('train.py', [D, R, '--learning_rate=1e-3', '--min_lr=1e-2'], 'min_lr=0.01 is above learning_rate=0.001'),
@@ -268,33 +271,6 @@ BAD = [
     ('sample.py', ['--init_from=damaged'], 'damaged (checksum mismatch)'),
     ('sample.py', ['--init_from=zero_heads'], 'num_attention_heads=0'),
     ('sample.py', ['--init_from=run', '--start=zz'], "character 'z'"),
-    # expand.py
-    ('expand.py', ['--init_from=run', '--out_dir=.', '--overwrite=True', '--n_embd=64'], 'the working directory'),
-    ('expand.py', ['--init_from=run', '--out_dir=..', '--overwrite=True', '--n_embd=64'], 'one of its parents'),
-    ('expand.py', ['--init_from=run', '--out_dir=keep', '--overwrite=True', '--n_embd=64'], 'holds other files'),
-    ('expand.py', ['--init_from=run', '--out_dir=keep', '--n_embd=64'], 'keep'),
-    ('expand.py', ['--init_from=run', '--out_dir=g', '--noise=-1.0'], 'noise=-1.0'),
-    ('expand.py', ['--init_from=run', '--out_dir=g', '--check_dtype=float16'], "check_dtype='float16'"),
-    ('expand.py', ['--init_from=run', '--out_dir=g', '--method=diagonal'], "method='diagonal'"),
-    ('expand.py', ['--init_from=run', '--out_dir=g', '--n_embd=40'], 'whole number of heads'),
-    ('expand.py', ['--init_from=run', '--out_dir=ro/g', '--n_embd=64'], 'read-only'),
-    ('expand.py', ['--init_from=run', '--out_dir=a_file/g', '--n_embd=64'], 'a_file'),
-    ('expand.py', ['--init_from=run', '--out_dir=g', '--n_embd=64', '--tokenizer=gpt2'], '50257'),
-    ('expand.py', ['--init_from=damaged', '--out_dir=g', '--n_embd=64'], 'damaged (checksum mismatch)'),
-    ('expand.py', ['--init_from=neg_eps', '--out_dir=g', '--n_embd=64'], 'layer_norm_eps'),
-    # prune.py
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--batch_size=0', D], 'batch_size=0'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--sparsity=1.0'], 'sparsity=1.0'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--score=wanda', D, '--calib_batches=0'], 'calib_batches=0'),
-    ('prune.py', ['--init_from=run', '--out_dir=.', '--overwrite=True'], 'the working directory'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--data_dir=bad_json'], 'bad_json/meta.json'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--score=wanda'], 'data_dir'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--score=sparsegpt', '--data_dir=data2'], 'different tokenizers'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--pattern=2:4', '--sparsity=0.3'], 'pattern 2:4 keeps 2'),
-    ('prune.py', ['--init_from=run', '--out_dir=ro/p'], 'read-only'),
-    ('prune.py', ['--init_from=run', '--out_dir=p', '--tokenizer=gpt2'], '50257'),
-    ('prune.py', ['--init_from=damaged', '--out_dir=p'], 'damaged (checksum mismatch)'),
-    ('prune.py', ['--init_from=str_width', '--out_dir=p'], 'hidden_size'),
     # bench.py
     ('bench.py', ['--model_preset=pythia-3b'], "--model_preset=pythia-3b: write --key=value with a known key"),
     ('bench.py', ['--num_iters=0'], 'num_iters=0'),
@@ -364,8 +340,8 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, script_runner, script, ar
 
 
 def test_battery_size_and_exit_convention(ws, script_runner):
-    """At least 150 cases over all eight scripts; 2 for a setting, 1 for a file found wanting at run time."""
-    assert len(BAD) >= 150 and len({s for s, _, _ in BAD}) == 8
+    """At least 140 cases over all six scripts; 2 for a setting, 1 for a file found wanting at run time."""
+    assert len(BAD) >= 140 and len({s for s, _, _ in BAD}) == 6
     assert script_runner('train.py', D, R, '--batch_size=0', cwd=ws)[0] == 2
     assert script_runner('train.py', '--data_dir=bad_json', R, cwd=ws)[0] == 1
 
@@ -475,26 +451,6 @@ def test_torn_metrics_line_is_cut_not_merged(ws, tmp_path):
     assert [r['iter'] for r in rows if 'train_loss' in r] == [1, 2, 3, 4]
 
 
-def test_model_dirs_are_replaced_only_when_ours(ws, tmp_path):
-    """expand.py and prune.py overwrite an empty folder or a model directory this codebase wrote, nothing else."""
-    g = tmp_path / 'g'
-    run('expand.py', f'--init_from={ws / "run"}', f'--out_dir={g}', '--n_embd=64', check=0)
-    first = (g / 'model.safetensors').read_bytes()
-    run('expand.py', f'--init_from={ws / "run"}', f'--out_dir={g}', '--n_embd=64', '--seed=3', '--overwrite=True',
-        check=0)
-    assert (g / 'model.safetensors').read_bytes() != first  # replaced: it was ours
-    p = tmp_path / 'p'
-    p.mkdir()
-    run('prune.py', f'--init_from={ws / "run"}', f'--out_dir={p}', '--sparsity=0.6', check=0)  # empty: fine
-    run('prune.py', f'--init_from={ws / "run"}', f'--out_dir={p}', '--sparsity=0.7', '--overwrite=True', check=0)
-    assert json.loads((p / 'config.json').read_text())['growing_sparse']['pruning'][-1]['sparsity'] == 0.7
-    hf = tmp_path / 'theirs'  # a model directory without our record (e.g. from the hub) is not ours to replace
-    hf.mkdir()
-    (hf / 'config.json').write_text(json.dumps({'model_type': 'gpt_neox'}))
-    r = run('prune.py', f'--init_from={ws / "run"}', f'--out_dir={hf}', '--overwrite=True')
-    assert r.returncode == 1 and 'did not write' in r.stderr and os.listdir(hf) == ['config.json']
-
-
 def stop(target):  # a patch: `target` (module.function or module.Class.method) raises KeyboardInterrupt
     module, attr = target.split('.', 1)
     owner, name = (f"{module}.{attr.rsplit('.', 1)[0]}", attr.rsplit('.', 1)[1]) if '.' in attr else (module, attr)
@@ -502,8 +458,6 @@ def stop(target):  # a patch: `target` (module.function or module.Class.method) 
 
 
 CTRL_C = [('eval.py', ['--init_from=run', "--tasks=['val']", D, '--out_json=e.json'], 'data.estimate_loss'),
-          ('expand.py', ['--init_from=run', '--out_dir=g', '--n_embd=64'], 'hf_io.save_pretrained'),
-          ('prune.py', ['--init_from=run', '--out_dir=p', '--sparsity=0.5'], 'hf_io.save_pretrained'),
           ('data/prepare.py', ['--input=good.jsonl', '--out_dir=d', '--tokenizer=char', '--val_fraction=0.1'],
            'files.write_json'),
           ('sample.py', ['--init_from=run', '--max_new_tokens=5', '--start=the'], 'model.GPT.generate'),
@@ -606,16 +560,17 @@ def test_hub_download_fetches_one_weight_format(monkeypatch, tmp_path):
 
 
 def test_pruned_model_keeps_its_zeros_when_continued(ws, tmp_path):
-    """A prune.py directory, a pruning run's export and a pruning run's ckpt.pt, each trained on without pruning:
-    the pruned weights are still exactly 0 afterwards (masks start from the model's zeros)."""
+    """A one-shot (Wanda) export, a pruning run's export and a pruning run's ckpt.pt, each trained on without
+    pruning: the pruned weights are still exactly 0 afterwards (masks start from the model's zeros)."""
     from hf_io import load_model
-    pruned = tmp_path / 'pruned'
-    run('prune.py', f'--init_from={ws / "run"}', f'--out_dir={pruned}', '--sparsity=0.6', check=0)
-    for i, src in enumerate((str(pruned), str(ws / 'run' / 'model'), str(ws / 'run' / 'ckpt.pt'))):
+    common = [*[a for a in TINY if not a.startswith('--n_')], f'--data_dir={ws / "data"}']
+    run('train.py', *common, f'--out_dir={tmp_path / "pruned"}', f'--init_from={ws / "run"}', '--max_iters=0',
+        '--final_sparsity=0.6', '--score=wanda', '--calib_batches=2', '--save_hf=True', check=0)
+    for i, src in enumerate(map(str, (tmp_path / 'pruned' / 'model', ws / 'run' / 'model', ws / 'run' / 'ckpt.pt'))):
         before = {n: w == 0 for n, w in load_model(src)[0].linear_weights().items()}
         out = str(tmp_path / f'cont{i}')
-        run('train.py', *[a for a in TINY if not a.startswith('--n_')], f'--data_dir={ws / "data"}',
-            f'--out_dir={out}', f'--init_from={src}', '--max_iters=3', '--eval_interval=3', check=0)
+        run('train.py', *common, f'--out_dir={out}', f'--init_from={src}', '--max_iters=3', '--eval_interval=3',
+            check=0)
         after = load_model(out)[0].linear_weights()
         assert sum(int(z.sum()) for z in before.values()) > 0
         assert all(bool((w[before[n]] == 0).all()) for n, w in after.items()), src

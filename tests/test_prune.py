@@ -1,5 +1,5 @@
 """prune.py: schedules, exact counts, masks that never revive (through AdamW and resume), N:M, the scores (balanced,
-Wanda, SparseGPT against references written here), the calibrated one-shot event, train.py's pruning, the CLI."""
+Wanda, SparseGPT against references written here), the calibrated one-shot event, train.py's pruning and export."""
 import copy
 import json
 import os
@@ -466,7 +466,7 @@ def test_calibrated_event_in_training(score):
     assert sum(int((w != 0).sum()) for w in pruner.weights) == pruner.linear_params - sum(want.values())
 
 
-# ----------------------------------------------------------------------------- end to end: train.py and the CLI
+# ----------------------------------------------------------------------------- end to end: train.py
 TRAIN = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
          '--batch_size=4', '--eval_iters=2', '--log_interval=1', '--learning_rate=1e-2', '--min_lr=1e-3',
          '--warmup_iters=2', '--lr_decay_iters=8', '--weight_decay=0.1', '--eval_interval=4',
@@ -507,32 +507,39 @@ def test_gradual_pruning_in_train_py(trained):
         assert m.dtype == torch.bool and bool((ckpt['model'][n][~m] == 0).all()), n
 
 
-def test_cli_sparsegpt_2_4_from_a_pruning_checkpoint(trained, data_dir, tmp_path):
-    """python prune.py --score=sparsegpt --pattern=2:4 on train.py's checkpoint: the per-layer table and val loss
-    before/after printed, a model directory with at most 2 non-zeros in every 4 and the checkpoint's pruned weights
-    still 0, the record appended (calibration tokens, source iteration), the tokenizer beside the weights. Bad
-    input: one error line, nothing written."""
-    out = str(tmp_path / 'sg24')
-    r = run('prune.py', f'--init_from={trained}', f'--out_dir={out}', '--sparsity=0.5', '--pattern=2:4',
-            '--score=sparsegpt', f'--data_dir={data_dir}', '--batch_size=2', '--calib_batches=2', '--eval_iters=2',
-            '--block_size=32', '--device=cpu')
-    assert 'val loss' in r.stdout and 'perplexity' in r.stdout and 'transformer.h.1.mlp.c_fc.weight' in r.stdout
-    model = from_pretrained(out)
+@pytest.mark.parametrize('score, pattern, sparsity', [('sparsegpt', '2:4', 0.5), ('magnitude', 'unstructured', 0.6)])
+def test_one_shot_export_from_a_pruning_checkpoint(trained, data_dir, tmp_path, score, pattern, sparsity):
+    """train.py --max_iters=0 with one event at iteration 0 on train.py's checkpoint: nothing trained, a model directory
+    with at most 2 non-zeros in every 4 (2:4; SparseGPT calibrated on train batches) or exactly n_pruned(0.6) zeros
+    (magnitude: global), the checkpoint's pruned weights still 0, the pruned model's val loss logged, the record and the
+    tokenizer beside the weights. Bad input: one error line, nothing written."""
+    out = str(tmp_path / 'oneshot')
+    run('train.py', f'--init_from={trained}', f'--out_dir={out}', f'--final_sparsity={sparsity}', f'--score={score}',
+        f'--pattern={pattern}', '--prune_start=0', '--prune_end=0', '--max_iters=0', '--save_hf=True',
+        f'--data_dir={data_dir}', '--batch_size=2', '--calib_batches=2', '--eval_iters=2', '--block_size=32',
+        '--device=cpu', '--dtype=float32')
+    model = from_pretrained(os.path.join(out, 'model'))
     ckpt = torch.load(os.path.join(trained, 'ckpt.pt'), map_location='cpu', weights_only=True)
-    for n, w in model.linear_weights().items():
-        assert ((w != 0).view(-1, 4).sum(1) <= 2).all() and bool((w[~ckpt['pruner']['masks'][n]] == 0).all()), n
-    with open(os.path.join(out, 'config.json')) as f:
+    weights = model.linear_weights()
+    for n, w in weights.items():
+        assert bool((w[~ckpt['pruner']['masks'][n]] == 0).all()), n
+        assert pattern != '2:4' or ((w != 0).view(-1, 4).sum(1) <= 2).all(), n
+    total, zeros = sum(w.numel() for w in weights.values()), sum(int((w == 0).sum()) for w in weights.values())
+    assert zeros == n_pruned(sparsity, total) if score == 'magnitude' else zeros >= n_pruned(sparsity, total)
+    with open(os.path.join(out, 'metrics.jsonl')) as f:
+        rows = [json.loads(line) for line in f]
+    with open(os.path.join(out, 'model', 'config.json')) as f:
         record = json.load(f)['growing_sparse']
-    rec = record['pruning'][-1]
-    assert rec['score'] == 'sparsegpt' and rec['source_iter_num'] == 8 and rec['calib_tokens'] == 2 * 2 * 32
-    assert rec['achieved_sparsity'] >= 0.5 and rec['val_loss_after'] > 0 and rec['val_loss_before'] > 0
+    assert [r['iter'] for r in rows] == [0] and rows[0]['val_loss'] > 0 and rows[0]['nonzero_linear'] == total - zeros
+    assert record['nonzero_linear'] == total - zeros and record['iter_num'] == 0 and record['trained_from'] == trained
     from data.tokenizer import tokenizer_from_meta
-    with open(os.path.join(data_dir, 'meta.json')) as f:  # the checkpoint's tokenizer travels with the model
-        assert record['tokenizer'] == tokenizer_from_meta(json.load(f)).meta()
-    assert os.path.exists(os.path.join(out, 'tokenizer.json'))
-    for args, fragment in (([f'--out_dir={out}'], 'not empty'),
-                           ([f'--out_dir={tmp_path / "bad"}', '--pattern=2:4', '--sparsity=0.6'], '--sparsity=0.5')):
-        r = run('prune.py', f'--init_from={trained}', *args, check=False)
+    with open(os.path.join(data_dir, 'meta.json')) as f:  # the dataset's tokenizer travels with the model
+        assert tokenizer_from_meta(record['tokenizer']).meta() == tokenizer_from_meta(json.load(f)).meta()
+    assert os.path.exists(os.path.join(out, 'model', 'tokenizer.json'))
+    for args, fragment in (([f'--out_dir={out}'], 'already holds a run'),
+                           ([f'--out_dir={tmp_path / "bad"}', '--pattern=2:4', '--final_sparsity=0.6'],
+                            'final_sparsity=0.5')):
+        r = run('train.py', f'--init_from={trained}', f'--data_dir={data_dir}', '--max_iters=0', *args, check=False)
         lines = r.stderr.strip().splitlines()
         assert r.returncode != 0 and len(lines) == 1 and fragment in lines[0], r.stderr[-2000:]
     assert not os.path.exists(tmp_path / 'bad')

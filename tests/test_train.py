@@ -121,18 +121,18 @@ def small(tmp_path_factory, data_dir):
 GROW = ["--grow={'n_embd': 64, 'n_layer': 3, 'method': 'isotropic'}"]
 
 
-def test_growth_in_train_equals_expand_then_init_from_and_resumes(small, data_dir, tmp_path):
-    """train.py's in-process growth gives bit-identical weights to expand.py then init_from=<its directory> (both
-    grow in float64 with the same seed), and so do two iterations trained from either; the grown run starts at the
-    small model's val loss (float32, 1e-5). A killed grown run resumes without growing again: 2 + 2 == 4."""
+def test_growth_in_train_equals_export_then_init_from_and_resumes(small, data_dir, tmp_path):
+    """train.py's in-process growth gives bit-identical weights to an export of the grown model (--max_iters=0
+    --save_hf=True) then init_from=<its directory> (both grow in float64 with the same seed), and so do two
+    iterations trained from either; the grown run starts at the small model's val loss (float32, 1e-5). A killed
+    grown run resumes without growing again: 2 + 2 == 4."""
     grown_dir, common = str(tmp_path / 'grown_dir'), [f'--data_dir={data_dir}', '--eval_interval=2']
     r = train(*common, f'--out_dir={tmp_path / "in"}', f'--init_from={small}', '--max_iters=2', '--save_hf=True',
               *GROW)
     assert 'grew 2L 2H x 16 = 32' in r.stdout and 'max |dlogits|' in r.stdout
-    e = subprocess.run([sys.executable, 'expand.py', f'--init_from={small}', f'--out_dir={grown_dir}', '--n_embd=64',
-                        '--n_layer=3', '--method=isotropic'], cwd=REPO, env=ENV, capture_output=True, text=True)
-    assert e.returncode == 0, e.stderr
-    train(*common, f'--out_dir={tmp_path / "ex"}', f'--init_from={grown_dir}', '--max_iters=2')
+    train(*common, f'--out_dir={grown_dir}', f'--init_from={small}', '--max_iters=0', '--save_hf=True', *GROW)
+    assert not os.path.exists(os.path.join(grown_dir, 'ckpt.pt'))  # an export only: nothing trained
+    train(*common, f'--out_dir={tmp_path / "ex"}', f'--init_from={grown_dir}/model', '--max_iters=2')
     assert same_weights(load_ckpt(str(tmp_path / 'in'))['model'], load_ckpt(str(tmp_path / 'ex'))['model'])
     (ta, va, _), (tb, vb, _) = metrics(str(tmp_path / 'in')), metrics(str(tmp_path / 'ex'))
     assert [r['train_loss'] for r in ta.values()] == [r['train_loss'] for r in tb.values()] and va == vb
