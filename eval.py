@@ -36,7 +36,6 @@ device = 'cuda' if torch.cuda.is_available() else 'cpu'  # where the model runs
 dtype = 'float32'             # 'float32' | 'bfloat16': the weights' dtype (log-probabilities always in float32)
 tokenizer = None              # WikiText / LAMBADA: None: the model's (data.tokenizer.model_tokenizer)
 tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b
-check_only = False            # check the settings and exit (experiment.py does, before any arm trains)
 # -----------------------------------------------------------------------------
 TASKS = ('wikitext', 'lambada', 'val', 'test')
 SOURCES = {'wikitext': ('page', 'wikitext/wikitext-2-raw/wiki.test.raw', 'EleutherAI/wikitext_document_level',
@@ -142,8 +141,6 @@ if __name__ == '__main__':
         "a non-empty list of " + ', '.join(map(repr, TASKS)))), eval_iters=positive, batch_size=positive,
         val_batch_size=positive, block_size=positive, max_length=positive, limit=positive, device=device_rule,
         dtype=one_of('float32', 'bfloat16'), tokenizer=one_of(*TOKENIZERS)))
-    if check_only:
-        raise SystemExit(0)
     if out_json and files.check_dest(out_json):
         fail(files.check_dest(out_json))
     t0, splits, docs = time.time(), [t for t in tasks if t in ('val', 'test')], {}

@@ -37,23 +37,19 @@ parallel = 1                  # runs at once (small models share one GPU); each 
 plot_only = False             # only read the run folders: summary and plots, run nothing
 only = None                   # a list of arm names: run only those (and the small models they start from)
 title = None                  # the plot's title; None: exp_dir
-eval_tasks = []               # eval.py tasks on every chosen run, into its eval.json, e.g. ['wikitext']
-eval_args = []                # --key=value for eval.py (device, dtype, batch_size, ...)
 # -----------------------------------------------------------------------------
 ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, isotropic growth',
              recipe1='Recipe 1: scratch, pruned', status_quo='status quo: dense, pruned once, retrained',
              small_continued='small model continued (dense)', dense_large='large dense from scratch')
 COLORS = dict(zip(ROLES, ('C3', 'C1', 'C0', 'C4', 'C2', 'C7')))
-HERE = os.path.dirname(os.path.abspath(__file__))  # train.py and eval.py lie beside this script
+HERE = os.path.dirname(os.path.abspath(__file__))  # train.py lies beside this script
 SPEED = ('--micro_batch_size=', '--compile=')  # how fast a run goes, not what it computes: may change
-last_line = lambda text: (text.strip().splitlines() or [''])[-1].strip()
 point_name = lambda point: '_'.join(dict(learning_rate='lr', score='').get(k, k) + (  # point: a dict or its items
     f'{v:g}' if isinstance(v, float) else str(v)) for k, v in dict(point).items()) or 'base'
 pm = lambda m, s, digits=4: '–' if m is None else '∞' if m == math.inf else f"{m:.{digits}f}" + (
     f" ± {s:.{digits}f}" if s else "")
 fmt_tokens = lambda t: {None: '–', math.inf: '∞'}[t] if t is None or t == math.inf else next(
     (f"{t / s:.3g} {u}" for u, s in (('B', 1e9), ('M', 1e6), ('k', 1e3)) if t >= s), f"{t:.0f}")
-eval_cmd = lambda *a: [sys.executable, os.path.join(HERE, 'eval.py'), *a, f'--tasks={list(eval_tasks)!r}', *eval_args]
 
 
 def crossover(upper, lower):
@@ -133,7 +129,7 @@ class Run:
     def done(self):
         self.log.close()
         if self.proc.returncode != 0:
-            last = last_line(open(self.file('train.log'), errors='replace').read())
+            last = (open(self.file('train.log'), errors='replace').read().strip().splitlines() or [''])[-1]
             raise ValueError(f"run {self.name} failed (exit {self.proc.returncode}): {last[:300]} (log: "
                              f"{self.out_dir}/train.log); rerun the experiment to continue once fixed")
         print(f"[{self.name}] finished in {time.time() - self.t0:.0f}s", flush=True)
@@ -183,7 +179,7 @@ def run_all(runs):
 
 def read_run(r):
     """What the summary needs of one run, or None before its first evaluation."""
-    (tc, recs), ev = r.read(), r.file('eval.json')
+    tc, recs = r.read()
     if tc is None or not recs:
         return None
     last, fpt, linear, pre = recs[-1], tc['flops_per_token'], tc['params']['linear'], r.needs and r.needs.read()[1]
@@ -192,8 +188,7 @@ def read_run(r):
                 finished=last['iter'] >= tc['config']['max_iters'], sunk_tokens=None if not r.from_small else
                 small_pretrain_tokens if r.needs is None else pre[-1]['tokens'] if pre else None,
                 # the non-zero share of the matmul FLOPs: 6 per live weight and token, averaged over the run so far
-                nonzero_share=1 - 6 * (linear - last.get('avg_linear_params', linear)) / fpt,
-                eval=read_json(ev) if os.path.exists(ev) else None)
+                nonzero_share=1 - 6 * (linear - last.get('avg_linear_params', linear)) / fpt)
 
 
 def summarize(names):
@@ -320,8 +315,8 @@ def check_config():
             need(a.startswith('--') or os.path.isfile(a), f"arm {name!r}: config file {a} does not exist")
     need(not any('{small}' in a for s in arms.values() for a in s['args']) or (small is None) == bool(small_pretrain),
          "set one of small (the small pretrained model) and small_pretrain (arguments that pretrain it)")
-    need(all(isinstance(a, str) and a.startswith('--') and '=' in a for a in list(common) + list(eval_args)),
-         "common and eval_args take --key=value arguments only")
+    need(all(isinstance(a, str) and a.startswith('--') and '=' in a for a in common),
+         "common takes --key=value arguments only")
     need(only is None or (isinstance(only, (list, tuple)) and not set(only) - set(arms)),
          f"only={only!r}: give a list of arm names from {sorted(arms)}")
     need(not os.path.exists(exp_dir) or os.path.isdir(exp_dir), f"exp_dir {exp_dir} is a file: choose a folder")
@@ -329,15 +324,12 @@ def check_config():
     cmd = (shlex.split(launcher) or [''])[0]
     need(launcher == 'python' or shutil.which(cmd), f"launcher {cmd!r} is not a command on this machine: use 'python' "
          f"or e.g. 'torchrun --standalone --nproc_per_node=8'")
-    p = eval_tasks and subprocess.run(eval_cmd('--check_only=True'), capture_output=True, text=True)
-    need(not p or p.returncode == 0, p and f"eval_args: {last_line(p.stderr).removeprefix('error: ')}")
 
 
 if __name__ == '__main__':
     cf.configure(globals(), rules=dict(
         exp_dir=cf.non_empty, small=cf.non_empty, small_pretrain_tokens=cf.positive, launcher=cf.non_empty,
-        parallel=cf.positive, eval_tasks=cf.Rule(lambda v: set(v) <= {'wikitext', 'lambada', 'val', 'test'},
-                                                 "a list of eval.py tasks: 'wikitext', 'lambada', 'val', 'test'")))
+        parallel=cf.positive))
     try:
         check_config()
     except ValueError as e:
@@ -346,21 +338,15 @@ if __name__ == '__main__':
     try:
         if not plot_only:
             run_all(sweep := [Run(a, p, seeds[0]) for a in names for p in grid(a)[0]])
-            more, chosen = [], []
+            more = []
             for a in names:
                 runs = {r.point: r for r in sweep if r.arm == a}
                 best, edge = best_point({p: read_run(r)['final_val_loss'] for p, r in runs.items()})
                 if edge:
                     print(f"[{a}] best learning rate {dict(best)['learning_rate']:g} is at the grid's edge: extend "
                           f"the grid before its seeds run", flush=True)
-                new = [] if edge else [Run(a, best, s) for s in seeds[1:]]
-                more, chosen = more + new, chosen + [runs[best]] + new
+                more += [] if edge else [Run(a, best, s) for s in seeds[1:]]
             run_all(more)
-            for r in [r for r in chosen if eval_tasks and not os.path.exists(r.file('eval.json'))]:
-                cmd = eval_cmd(f'--init_from={r.out_dir}', f"--out_json={r.file('eval.json')}")
-                print(f"[{r.name}] evaluating: {shlex.join(cmd)}", flush=True)
-                if (p := subprocess.run(cmd, capture_output=True, text=True)).returncode != 0:
-                    raise ValueError(f"eval.py failed on {r.out_dir}: {last_line(p.stderr)}")
         s = summarize(names)
         write_json(os.path.join(exp_dir, 'summary.json'), dict(s, arms={k: dict(a, runs={str(i): {
             x: y for x, y in d.items() if x != 'curve'} for i, d in a['runs'].items()}) for k, a in s['arms'].items()}))

@@ -135,7 +135,7 @@ def ws(tmp_path_factory):
             exp_small_both=f"arms = {{'recipe1': {arm}, 'recipe2': {{'args': ['--init_from={{small}}']}}}}\n"
                            f"small = 'x'\nsmall_pretrain = ['--max_iters=1']\n",
             exp_small_none=f"arms = {{'recipe1': {arm}, 'recipe2': {{'args': ['--init_from={{small}}']}}}}\n",
-            exp_eval=f"arms = {{'recipe1': {arm}}}\neval_tasks = ['wikitext']\neval_args = ['--batch_size=0']\n",
+            exp_common=f"arms = {{'recipe1': {arm}}}\ncommon = ['--batch_size']\n",
             exp_launcher=f"arms = {{'recipe1': {arm}}}\nlauncher = 'no-such-launcher --x'\n",
             exp_ok=f"arms = {{'recipe1': {arm}}}\n").items():
         (w / f'{name}.py').write_text(text)
@@ -317,7 +317,7 @@ BAD = [
     ('experiment.py', ['exp_bad_name.py', '--exp_dir=e'], "arm name 'bad/name'"),
     ('experiment.py', ['exp_small_both.py', '--exp_dir=e'], 'set one of small'),
     ('experiment.py', ['exp_small_none.py', '--exp_dir=e'], 'set one of small'),
-    ('experiment.py', ['exp_eval.py', '--exp_dir=e'], 'eval_args: batch_size=0'),
+    ('experiment.py', ['exp_common.py', '--exp_dir=e'], 'common takes --key=value arguments only'),
     ('experiment.py', ['exp_launcher.py', '--exp_dir=e'], "launcher 'no-such-launcher'"),
     ('experiment.py', ['exp_ok.py', '--exp_dir=a_file'], 'exp_dir a_file is a file'),
     ('experiment.py', ['exp_ok.py', '--exp_dir=exp_damaged'], 'exp_damaged/commands.json is damaged'),
@@ -325,7 +325,7 @@ BAD = [
     ('experiment.py', ['exp_ok.py', '--exp_dir=exp_bad_tc', '--plot_only=True'], 'train_config.json is damaged'),
     ('experiment.py', ['exp_ok.py', '--exp_dir=exp_bad_metrics', '--plot_only=True'], 'metrics.jsonl:1'),
     ('experiment.py', ['exp_ok.py', '--exp_dir=ro/e'], 'read-only'),
-    ('experiment.py', ['exp_ok.py', '--exp_dir=e', "--eval_tasks=['mmlu']"], "eval_tasks=['mmlu']"),
+    ('experiment.py', ['exp_ok.py', '--exp_dir=e', "--only=['recipe9']"], "only=['recipe9']: give a list of arm names"),
 ]
 
 
