@@ -48,10 +48,6 @@ def lowest_k(scores, k):
     return below | (tie & (tie.cumsum(1, dtype=torch.int32) <= k - below.sum(1, keepdim=True, dtype=torch.int32)))
 
 
-# the keep mask (bool) of the n largest of every m consecutive scores along the last (input) dimension
-nm_mask = lambda scores, n, m: ~lowest_k(scores.reshape(-1, m), m - n).view(scores.shape)
-
-
 def compute_masks(scores, sparsity, scope='global', nm=None, masks=None):
     """Keep masks {name: bool} pruning the lowest-scored fraction `sparsity`: scope 'global' over all weights at once,
     'layer' per tensor, 'row' per output row; nm=(n, m) per group of m consecutive inputs (m - n at s = 1 - n/m).

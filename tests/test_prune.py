@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import prune  # noqa: E402
 from prune import (Pruner, balanced_scores, check_pattern, compute_masks, cubic_sparsity,  # noqa: E402
-                   geometric_sparsity, n_pruned, nm_mask)
+                   geometric_sparsity, n_pruned)
 from model import GPT, GPTConfig  # noqa: E402
 from hf_io import from_pretrained  # noqa: E402
 from conftest import SHARED_DATA  # noqa: E402
@@ -208,12 +208,12 @@ def test_masks_through_adamw_and_resume(tmp_path):
 
 # ----------------------------------------------------------------------------- N:M, errors
 @pytest.mark.parametrize('n, m', [(2, 4), (1, 4), (3, 8)])
-def test_nm_mask_keeps_largest_in_every_group(n, m):
-    """nm_mask keeps exactly the n largest of every m consecutive scores (argsort reference)."""
+def test_nm_masks_keep_largest_in_every_group(n, m):
+    """compute_masks with nm=(n, m) keeps exactly the n largest of every m consecutive scores (argsort reference)."""
     s = torch.rand(6, 16, generator=torch.Generator().manual_seed(0))
     ref = torch.zeros(6 * 16 // m, m, dtype=torch.bool).scatter_(1, s.view(-1, m).argsort(1, descending=True)[:, :n],
                                                                  True)
-    assert torch.equal(nm_mask(s, n, m), ref.view(6, 16))
+    assert torch.equal(compute_masks({'w': s}, 1 - n / m, nm=(n, m))['w'], ref.view(6, 16))
 
 
 @pytest.mark.parametrize('make, message', [
