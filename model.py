@@ -91,34 +91,16 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(c.n_embd, eps=c.layer_norm_eps)
         self.mlp = nn.ModuleDict(dict(c_fc=nn.Linear(c.n_embd, c.mlp_width), c_proj=nn.Linear(c.mlp_width, c.n_embd)))
 
-    def forward(self, x, rope, kv_cache=None, layer=0):
+    def forward(self, x, rope):
         (B, T, C), c, hs = x.shape, self.c, self.c.head_size
         q, k, v = self.attn.c_attn(self.ln_1(x)).view(B, T, c.n_head, 3 * hs).transpose(1, 2).split(hs, -1)
         if r := c.rotary_ndims:  # NeoX's rotate-half: dim i turns with dim i + r/2 (rope: sin's first half negated)
             cos, sin = rope.to(q.dtype)
             q, k = (torch.cat((t[..., :r] * cos + t[..., :r].roll(r // 2, -1) * sin, t[..., r:]), -1) for t in (q, k))
-        if kv_cache is not None:
-            k, v = kv_cache.update(layer, k, v)
-        # query t sits at S-T+t and sees keys [0, S-T+t]: is_causal's top-left mask is exact only when S == T, a chunk
-        # appended to a cache (1 < T < S) needs it spelled out; no cache, no size comparison (not a bool when compiled)
-        S = k.size(2)
-        mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T) if kv_cache and 1 < T < S else None
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not kv_cache or T == S,
-                                           dropout_p=c.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=c.dropout if self.training else 0.0)
         a = self.drop(self.attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
         m = self.mlp.c_fc(self.ln_2(x if c.parallel_residual else x + a))
         return x + a + self.drop(self.mlp.c_proj(F.gelu(m, approximate='tanh' if c.gelu == 'tanh' else 'none')))
-
-
-class KVCache:  # keys and values of every layer for positions [0, pos), preallocated to block_size
-    def __init__(self, config, batch_size, device, dtype):
-        shape = (config.n_layer, 2, batch_size, config.n_head, config.block_size, config.head_size)
-        self.kv, self.pos = torch.zeros(shape, device=device, dtype=dtype), 0  # pos: advanced by GPT.forward
-
-    def update(self, layer, k, v):
-        end = self.pos + k.size(2)
-        self.kv[layer, :, :, :, self.pos:end] = torch.stack((k, v))
-        return self.kv[layer, :, :, :, :end].unbind(0)
 
 
 def head_pass(h, w, targets, dtype, chunk, scale=None):
@@ -199,23 +181,21 @@ class GPT(nn.Module):
             if getattr(m, 'bias', None) is not None:
                 nn.init.zeros_(m.bias)
 
-    def forward(self, idx, targets=None, kv_cache=None, reduction='mean'):
+    def forward(self, idx, targets=None, reduction='mean'):
         """idx (B, T) ids, or (byte_pool) (B, T, byte_block) bytes -> (logits, None), or with targets (None, loss);
         byte_pool: ln_f's output for logits, the loss per byte. reduction='none': each token's loss, (B, T)."""
-        (B, T), c, pos0 = idx.shape[:2], self.config, kv_cache.pos if kv_cache is not None else 0
-        if pos0 + T > c.block_size:
-            raise ValueError(f"sequence of {pos0 + T} tokens exceeds block_size={c.block_size}")
+        (B, T), c = idx.shape[:2], self.config
+        if T > c.block_size:
+            raise ValueError(f"sequence of {T} tokens exceeds block_size={c.block_size}")
         # byte_pool: the residual stream in float32 under autocast, as an embedding's output is
         x = (wide(self.byte_encoder(idx) if idx.dim() == 3 else self.byte_encoder.ids(self.byte_table, idx))
              if c.byte_pool else self.transformer.wte(idx))
         if c.arch == 'gpt2':
-            x = x + self.transformer.wpe(torch.arange(pos0, pos0 + T, device=idx.device))
-        rope = self.rope[:, pos0:pos0 + T] if c.rotary_ndims else None
+            x = x + self.transformer.wpe(torch.arange(T, device=idx.device))
+        rope = self.rope[:, :T] if c.rotary_ndims else None
         x = self.transformer.drop(x)
-        for i, block in enumerate(self.transformer.h):
-            x = block(x, rope, kv_cache, i)
-        if kv_cache is not None:
-            kv_cache.pos += T
+        for block in self.transformer.h:
+            x = block(x, rope)
         h = self.transformer.ln_f(x)
         if targets is None:
             return (h if c.byte_pool else self.lm_head(h)), None
@@ -264,16 +244,12 @@ class GPT(nn.Module):
         return core + (byte_flops(c) if c.byte_pool else 6 * c.vocab_size * c.n_embd)
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, use_cache=True,
-                 generator=None, vocab_size=None):
-        """With the cache one token a step until the context outgrows block_size; then the window slides and is
-        re-encoded each step. vocab_size: sample only ids below it. byte_pool: idx (B, T, byte_block), bytes."""
-        c, p, cache = self.config, next(self.parameters()), None  # the cache in the weights' dtype
-        draw = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, generator=None, vocab_size=None):
+        """Each step re-encodes the last block_size tokens (no KV cache: nanoGPT's simplicity; sampling is not where
+        this project spends time). vocab_size: sample only ids below it. byte_pool: idx (B, T, byte_block), bytes."""
+        c, draw = self.config, lambda logits: sample_next(logits, temperature, top_k, top_p, generator)
         for _ in range(max_new_tokens):
-            cached = use_cache and idx.size(1) <= c.block_size
-            cache = (cache or KVCache(c, idx.size(0), p.device, p.dtype)) if cached else None
-            out = self(idx[:, cache.pos:] if cached else idx[:, -c.block_size:], kv_cache=cache)[0][:, -1]
+            out = self(idx[:, -c.block_size:])[0][:, -1]
             y = self.byte_decoder.sample(out, draw, c.byte_block)[:, None] if c.byte_pool else draw(out[:, :vocab_size])
             idx = torch.cat((idx, y.to(idx.dtype)), dim=1)
         return idx

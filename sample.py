@@ -14,7 +14,6 @@ top_p = None                  # nucleus sampling: keep the smallest set of token
 seed = 1337
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'bfloat16' if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else 'float32'
-use_cache = True              # KV cache; False recomputes the whole context for every token
 tokenizer = None              # None: the model's (its dataset's, record's or family's); or gpt2 | gpt-neox-20b | char
 tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead of the hub)
 # -----------------------------------------------------------------------------
@@ -27,7 +26,7 @@ cf.configure(globals(), rules=dict(
     top_k=cf.nullable(cf.positive), top_p=cf.between(0, 1, lo_open=True), seed=cf.non_negative, device=cf.device,
     dtype=cf.one_of(*gpt.DTYPES), tokenizer=cf.one_of(*TOKENIZERS)))
 try:
-    model, source = load_model(init_from, dtype=gpt.DTYPES[dtype])  # inference only: the KV cache in dtype too
+    model, source = load_model(init_from, dtype=gpt.DTYPES[dtype])  # inference only: the weights in dtype
     tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)
     check_byte_table(model, tok)
 except (ValueError, FileNotFoundError, RuntimeError) as e:
@@ -47,6 +46,6 @@ except ValueError as e:
 x = (model.byte_table[start_ids].long() if model.config.byte_pool else torch.tensor(start_ids, device=device))[None]
 generator = torch.Generator(device=device).manual_seed(seed)
 for _ in range(num_samples):  # only the tokenizer's ids: a vocabulary padded past it has ids no text decodes to
-    y = model.generate(x, max_new_tokens, temperature, top_k, top_p, use_cache, generator, tok.vocab_size)[0]
+    y = model.generate(x, max_new_tokens, temperature, top_k, top_p, generator, tok.vocab_size)[0]
     print(tok.decode(start_ids) + to_text(y[len(start_ids):]) if model.config.byte_pool else tok.decode(y.tolist()),
           '-' * 15, sep='\n')

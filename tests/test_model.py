@@ -16,7 +16,7 @@ from conftest import SHARED_DATA
 import files
 from data.tokenizer import get_tokenizer
 from hf_io import check_replaceable, from_pretrained, load_model, save_pretrained
-from model import DTYPES, GPT, GPTConfig, KVCache, chunked_cross_entropy, preset_config, sample_next
+from model import DTYPES, GPT, GPTConfig, chunked_cross_entropy, preset_config, sample_next
 
 torch.set_num_threads(1)  # tiny models: threads only add overhead, on a busy machine a lot
 os.environ.setdefault('TRANSFORMERS_VERBOSITY', 'error')
@@ -229,12 +229,11 @@ def test_compiled_loss_matches_eager():
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
-# ------------------------------------------------------------------ generation: KV cache vs recomputation
+# ------------------------------------------------------------------ generation
 @pytest.mark.parametrize('arch', ['gpt_neox', 'gpt2'])
-def test_kv_cache_greedy_equals_recomputation(arch):
-    """Greedy generation with the cache, and without it, equals re-running the whole context for every token, also
-    once the context outgrows block_size (6 + 30 tokens, block 16) and the window slides; float64, so that a near
-    tie cannot flip an argmax between the paths."""
+def test_greedy_generation_slides_the_window_past_block_size(arch):
+    """Greedy generation equals re-running the last block_size tokens for every new one, also once the context
+    outgrows block_size (6 + 30 tokens, block 16); float64, so that a near tie cannot flip an argmax."""
     model = perturb_(tiny(arch, block_size=16).double(), 2, 0.2)
     idx = tokens(61, B=3, T=6)
     ref = idx
@@ -242,25 +241,11 @@ def test_kv_cache_greedy_equals_recomputation(arch):
         for _ in range(30):
             ref = torch.cat((ref, model(ref[:, -16:])[0][:, -1].argmax(-1, keepdim=True)), dim=1)
         assert torch.equal(model.generate(idx, 30, temperature=0), ref)
-        assert torch.equal(model.generate(idx, 30, temperature=0, use_cache=False), ref)
     assert len(set(ref[0, 6:].tolist())) > 3  # a model stuck on one token would make this vacuous
 
 
-@pytest.mark.parametrize('chunks', [(8,) + (1,) * 16, (5, 7, 1, 11)], ids=['prefill+1s', 'chunked'])
-def test_kv_cache_logits_match_full_forward(chunks):
-    """The cached path's logits themselves: chunks of several tokens appended to a non-empty cache need the
-    bottom-right aligned causal mask."""
-    model, idx = tiny(), tokens(61, B=2, T=24)
-    with torch.no_grad():
-        full, cache, steps, t = model(idx)[0], KVCache(model.config, 2, 'cpu', torch.float32), [], 0
-        for n in chunks:
-            steps.append(model(idx[:, t:t + n], kv_cache=cache)[0])
-            t += n
-    assert t == cache.pos == 24 and (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-5
-
-
-def test_kv_cache_matches_transformers_generate(tmp_path):
-    """Greedy generation with the cache (float64) gives transformers' generate token for token."""
+def test_generate_matches_transformers_generate(tmp_path):
+    """Greedy generation (float64) gives transformers' generate token for token."""
     hf = hf_neox(seed=3)
     hf.save_pretrained(tmp_path)
     idx = tokens(B=1, T=5)
