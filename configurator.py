@@ -1,8 +1,7 @@
 """Settings for every script, nanoGPT style: `python script.py [config/file.py ...] [--key=value ...]` over the
-script's module-level defaults (--help lists them); --values are Python literals or bare words (strings). Each value
-is checked here (type against the default's, then the script's rule) before anything is read or written. Bad input
-stops every script alike (fail): one line 'error: ...' on stderr, status 2 for a setting, 1 for a file or run, 130 for
-Ctrl-C."""
+script's module-level defaults (--help lists them); --values are Python literals or bare words. Each value is checked
+here before anything is read or written; bad input is one line 'error: ...' on stderr, status 2 for a setting, 1 for a
+file or run, 130 for Ctrl-C."""
 import atexit
 import os
 import sys

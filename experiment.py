@@ -1,13 +1,10 @@
-"""The grow experiment, every arm tuned alike and seeded: does Recipe 2 (a small pretrained model grown, then trained
-while pruned back to its non-zero count) reach a loss with fewer tokens than Recipe 1 (the large sparse model from
-scratch), the status quo (dense, pruned once, retrained) and the small model continued?
+"""The grow experiment, every arm tuned alike and seeded: does Recipe 2 (a small model grown, trained while pruned back
+to its non-zero count) reach a loss with fewer tokens than Recipe 1 (scratch), the status quo and the small model?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
   python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
-Every point of each arm's grid runs at seeds[0]; the best by final val loss at seeds[1:] unless its learning rate is
-at the grid's edge. Reported: test loss (no choice reads it), mean and spread over seeds, the crossover N, tokens and
-FLOPs to Recipe 1's loss. A run is train.py in exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>,
-pretrained per seed unless given). A rerun continues: finished runs never run again, killed ones resume; a folder
-holding a run of another command or config file text is refused."""
+Every point of each arm's grid runs at seeds[0], the best by final val loss at seeds[1:] unless at the grid's edge.
+A run is train.py in exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>, pretrained per seed). A rerun
+continues (finished runs never run again); a folder holding a run of another command or config text is refused."""
 import configurator as cf  # first: from here on Ctrl-C is one line and status 130
 import ctypes
 import hashlib

@@ -37,7 +37,6 @@ class GPTConfig:
     byte_head: int = 4
     byte_layer: int = 2                 # layers of each
     byte_block: int = 16                # bytes per token; longer tokens keep their first byte_block
-    byte_decoder: str = 'causal'        # the one decoder left; kept so that checkpoints that name it load
 
     def __post_init__(self):
         if self.arch not in FAMILY:
@@ -52,8 +51,7 @@ class GPTConfig:
                 (not 0 <= self.rotary_pct <= 1, f"{pct} must lie in [0, 1]"),
                 (r % 2, f"{pct} gives {r} rotary dims of head_size={self.head_size}: an odd number"),
                 ((r == 0) != (self.arch == 'gpt2'), f"{pct}: gpt_neox needs rotary dims, gpt2 (learned ones) none"),
-                (self.byte_pool and self.byte_embd % self.byte_head, "byte_embd is not a multiple of byte_head"),
-                (self.byte_decoder != 'causal', f"byte_decoder={self.byte_decoder!r}: only 'causal' remains")):
+                (self.byte_pool and self.byte_embd % self.byte_head, "byte_embd is not a multiple of byte_head")):
             if bad:
                 raise ValueError(why)
         self.tie_embeddings = self.tie_embeddings and not self.byte_pool  # no embedding and no head to tie

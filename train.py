@@ -2,11 +2,9 @@
   python train.py config/train_pydoc_cpu.py                       # one process (CPU or one GPU)
   python train.py --out_dir=out-pydoc --init_from=resume          # continue out_dir/ckpt.pt exactly
   torchrun --standalone --nproc_per_node=8 train.py config/grow_70m.py   # DDP (fsdp=True: FSDP2), one rank per GPU
-grow={'n_embd': 1024, ...} first grows the pretrained init_from function-preservingly (expand.grow, exactness measured).
-Exactness: the sequences of iteration t are a function of (seed, t) alone, whatever the ranks and micro_batch_size,
-so a resume replays the same tokens. One run owns out_dir (train.lock, taken before the first write): it holds
-train_config.json, ckpt.pt (atomic, with a checksum), metrics.jsonl (a record per line), model/ with save_hf=True.
-A resume takes the checkpoint's settings; docs/guarantees.md says which may change.
+The sequences of iteration t are a function of (seed, t) alone, whatever the ranks and micro_batch_size, so a resume
+replays the same tokens. One run owns out_dir (train.lock, taken before the first write): train_config.json, ckpt.pt
+(atomic, with a checksum), metrics.jsonl, model/ with save_hf=True. A resume takes the checkpoint's settings.
 """
 import configurator  # noqa: F401  (first: from here on Ctrl-C is one line and status 130)
 import json
@@ -62,7 +60,6 @@ min_lr = None                 # None: learning_rate / 10
 max_iters = 5000              # 0: no training, only growth and/or a one-shot prune, evaluated (and save_hf)
 warmup_iters = 100
 lr_decay_iters = None         # None: max_iters
-decay_lr = True
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
@@ -226,8 +223,7 @@ try:
         if max_iters < checkpoint['iter_num']:
             raise ValueError(f"max_iters={max_iters} is below the checkpoint's iteration {checkpoint['iter_num']}: a "
                              f"resume only continues")
-        growth, origin, record = checkpoint.get('growth'), checkpoint.get('origin', init_from), checkpoint.get(
-            'record') or checkpoint.get('provenance') or {}
+        growth, origin, record = checkpoint.get('growth'), checkpoint.get('origin', init_from), checkpoint['record']
         check_tokenizers(seen, meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
         if seen.get('train_tokens', meta.get('train_tokens')) != meta.get('train_tokens'):
             raise ValueError(f"{ckpt_path} trained on a dataset of {seen['train_tokens']:,} tokens, {data_dir} holds "
@@ -350,9 +346,10 @@ else:
 
 
 def get_lr(it):
-    """Linear warmup for warmup_iters, then cosine from learning_rate to min_lr at lr_decay_iters."""
-    if not decay_lr or it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1) if decay_lr else learning_rate
+    """Linear warmup for warmup_iters, then cosine from learning_rate to min_lr at lr_decay_iters (min_lr =
+    learning_rate: constant)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
     ratio = min(1.0, (it - warmup_iters) / max(1, (lr_decay_iters or max_iters) - warmup_iters))
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 

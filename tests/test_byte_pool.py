@@ -25,13 +25,12 @@ BPE = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd
 TINY = BPE + ['--byte_pool=True', '--byte_embd=16', '--byte_head=2', '--byte_layer=1', '--byte_block=8']
 
 
-def tiny(byte_decoder='causal', byte_block=8, **kw):
+def tiny(byte_block=8, **kw):
     """A float64 byte-level model over 64 random tokens of 0..12 bytes (longer than byte_block too) and an empty one
     (an end-of-text)."""
     torch.manual_seed(0)
     m = GPT(GPTConfig(**{**dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, block_size=32, byte_pool=True,
-                                byte_embd=16, byte_head=2, byte_layer=2), **kw}, byte_block=byte_block,
-                      byte_decoder=byte_decoder)).double().eval()
+                                byte_embd=16, byte_head=2, byte_layer=2), **kw}, byte_block=byte_block)).double().eval()
     rng = random.Random(0)
     words = [bytes(rng.randrange(256) for _ in range(rng.randint(1, 12))) for _ in range(63)] + [b'']
     m.byte_table.copy_(byte_table(words, 64, byte_block))
