@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import files
+from data.tokenizer import check_tokenizers
 from model import GPT, GPTConfig
 
 BYTE_MODEL_TYPE = 'growing_sparse_byte_pool'  # a byte-level model's: our names and fields, a type transformers refuses
@@ -65,8 +66,7 @@ def from_pretrained(name_or_path, dtype=None):
 def save_pretrained(model, out_dir, extra_meta=None, tokenizer=None, replace=False):
     """config.json (extra_meta: its 'growing_sparse' record), model.safetensors in the model's dtype, the tokenizer's
     files; built beside out_dir, swapped in whole (a new or empty out_dir, or replace) or file by file, config last."""
-    if tokenizer is not None and (n := tokenizer.vocab_size) > (m := model.config.vocab_size):  # ids past the embedding
-        raise ValueError(f"the {tokenizer.name} tokenizer has {n} ids but the model only {m}: not its tokenizer")
+    check_tokenizers(model, tokenizer, 'the model', f'the {tokenizer.name} tokenizer') if tokenizer else None
     hf = config_to_hf(model.config, dtype=next(model.parameters()).dtype)
     head, name = os.path.split(out_dir := os.path.abspath(out_dir))
     shutil.rmtree(tmp := os.path.join(head, f'.{name}.tmp{os.getpid()}'), ignore_errors=True)

@@ -19,7 +19,7 @@ tokenizer_path = None         # a local tokenizer.json for gpt-neox-20b (instead
 # -----------------------------------------------------------------------------
 import model as gpt  # modules, not settings: configure() takes the names of config types only
 from byte_pool import check_byte_table, to_text
-from data.tokenizer import TOKENIZERS, model_tokenizer
+from data.tokenizer import TOKENIZERS, check_tokenizers, model_tokenizer
 from hf_io import load_model
 cf.configure(globals(), rules=dict(
     init_from=cf.non_empty, num_samples=cf.positive, max_new_tokens=cf.non_negative, temperature=cf.non_negative,
@@ -28,12 +28,10 @@ cf.configure(globals(), rules=dict(
 try:
     model, source = load_model(init_from, dtype=gpt.DTYPES[dtype])  # inference only: the weights in dtype
     tok = model_tokenizer(model.config.arch, source, tokenizer, tokenizer_path)
+    check_tokenizers(model, tok, f'the model {init_from}', f'the {tok.name} tokenizer')  # ids past the embedding
     check_byte_table(model, tok)
 except (ValueError, FileNotFoundError, RuntimeError) as e:
     cf.fail(e)
-if tok.vocab_size > model.config.vocab_size:  # its ids would index past the embedding
-    cf.fail(f"the {tok.name} tokenizer has {tok.vocab_size} ids but the model only {model.config.vocab_size}: "
-            f"this is not the model's tokenizer; pass the right --tokenizer", cf.CONFIG_ERROR)
 model.eval().to(device)
 try:
     start = open(start[5:], encoding='utf-8').read() if start.startswith('FILE:') else start

@@ -395,7 +395,8 @@ def test_save_pretrained_refuses_a_larger_tokenizer_and_check_replaceable(tmp_pa
     before anything is written; check_replaceable lets a new, empty or our own model directory be replaced, never
     the working directory, a parent, a file, other files or a model this codebase did not write."""
     tok = get_tokenizer('char', chars='abcdefghij')  # 11 ids
-    with pytest.raises(ValueError, match='char tokenizer has 11 ids but the model only 8'):
+    with pytest.raises(ValueError, match=r"char tokenizer \(char, 11 ids\) use different tokenizers: the model's "
+                                         "vocabulary of 8 ids"):
         save_pretrained(tiny(vocab_size=8), str(tmp_path / 'm'), tokenizer=tok)
     assert not os.listdir(tmp_path)
     save_pretrained(tiny(), str(tmp_path / 'ours'), extra_meta={'note': 'x'})

@@ -167,13 +167,14 @@ def test_padded_ids_are_never_sampled(capsys, tmp_path):
 
 @pytest.mark.parametrize('make,args,message,status', [
     (None, ['--init_from=./nothing'], 'no such model directory', 1),
-    (32, [], 'char tokenizer has 62 ids but the model only 32', 2),
+    (32, [], "the char tokenizer (char, 62 ids) use different tokenizers: the model's vocabulary of 32 ids cannot "
+             'hold ids up to 61', 1),
     (62, ['--start=hello #1'], "cannot encode the prompt: character '#'", 1),
     (62, ['--start=FILE:missing.txt'], "cannot read the prompt file 'missing.txt': No such file", 1),
 ], ids=['no-model', 'tokenizer-larger', 'bad-prompt', 'no-prompt-file'])
 def test_errors_are_one_line(capsys, tmp_path, monkeypatch, make, args, message, status):
     """A missing model, a tokenizer with more ids than the model (they would index past its embedding), a prompt
-    the tokenizer cannot encode, a missing prompt file: exit status 1 (2: a setting), one line, no traceback."""
+    the tokenizer cannot encode, a missing prompt file: exit status 1, one line, no traceback."""
     monkeypatch.chdir(tmp_path)
     if make:
         tok = get_tokenizer('char', chars=CHARS)
