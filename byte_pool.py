@@ -1,9 +1,7 @@
-"""Byte-level tokenization with BPE-boundary pooling (Super Tiny Language Models, section 5.2): the token embedding and
-the LM head replaced by two small byte transformers, so that no tensor is vocabulary-sized. ByteEncoder: a token's
-bytes, a bidirectional transformer, a masked mean, a projection to n_embd. ByteDecoder: from the core's output at t,
-the bytes of token t+1 and an end-of-token symbol, byte by byte (all at once was 1.65x worse in bits per byte: commit
-7b598b9). The byte table spells each token id (data/tokenizer.py): existing .bin files serve; longer tokens keep their
-first byte_block bytes. Eager runs skip work that changes no result; a compiled model runs every position."""
+"""Byte-level tokenization with BPE-boundary pooling (Super Tiny Language Models, 5.2; docs/byte_pool.md): embedding
+and head replaced by byte transformers. ByteEncoder: a token's bytes, bidirectional, masked mean, projected to n_embd.
+ByteDecoder: from the core's output at t, token t+1's bytes and an end-of-token symbol, byte by byte. The byte table
+spells each id (longer tokens keep byte_block bytes). Eager runs skip work that changes no result."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
