@@ -181,7 +181,8 @@ def train_defaults():
     return out
 
 
-@pytest.mark.parametrize('name', ['experiment_a.py', 'experiment_70m.py', 'experiment_toy_cpu.py'])
+@pytest.mark.parametrize('name', ['experiment_a.py', 'experiment_a_80m.py', 'experiment_a_160m.py',
+                                  'experiment_a_small280m.py', 'experiment_70m.py', 'experiment_toy_cpu.py'])
 def test_shipped_experiments_resolve_to_what_they_promise(name, monkeypatch):
     """Every run of a shipped experiment resolves, through train.py's own configurator, to the arm it promises: the
     large shape for Recipe 1, the status quo and dense; growth for Recipe 2 (isotropic where named); one pruning
@@ -209,3 +210,26 @@ def test_shipped_experiments_resolve_to_what_they_promise(name, monkeypatch):
             else:
                 assert c['final_sparsity'] == 0
     assert len(sparsity) == 1 and 0 < sparsity.pop() < 1
+
+
+def test_scale_a_budgets_scale_the_schedule_and_share_the_small_model(monkeypatch):
+    """80 M and 160 M are schedules of their own: warmup, pruning window and the status quo's event scale with
+    max_iters (10%-59% and 80%, as at 40 M); the small model they grow is pretrained exactly as scale A's."""
+    from configurator import Rule, parse
+    defaults, resolved = train_defaults(), {}
+    monkeypatch.chdir(REPO)
+    for name in ('experiment_a.py', 'experiment_a_80m.py', 'experiment_a_160m.py'):
+        cfg = {}
+        exec(open(os.path.join(REPO, 'config', name)).read(), cfg)
+        for k in ('arms', 'common', 'small', 'small_pretrain', 'seeds', 'exp_dir'):
+            monkeypatch.setattr(E, k, cfg.get(k, getattr(E, k)))
+        run = lambda arm: parse(defaults, E.Run(arm, E.grid(arm)[0][0], E.seeds[0]).args,
+                                {'model_preset': Rule(bool, '', none=True)})
+        small = parse(defaults, E.Run('small', (), E.seeds[0]).args, {'model_preset': Rule(bool, '', none=True)})
+        r1, sq = run('recipe1'), run('status_quo')
+        T = r1['max_iters']
+        assert (r1['warmup_iters'], r1['prune_start'], r1['prune_end'], sq['prune_start']) == (
+            T * 30 // 610, T * 60 // 610, T * 360 // 610, T * 488 // 610)
+        assert (r1['prune_end'] - r1['prune_start']) // r1['prune_every'] == 20
+        resolved[name] = {k: v for k, v in small.items() if k != 'log_interval'}
+    assert resolved['experiment_a.py'] == resolved['experiment_a_80m.py'] == resolved['experiment_a_160m.py']
