@@ -9,11 +9,13 @@
 #   bash results/experiment_a.sh data                # shards 00-03 -> data/enwiki_neox (the arms)
 #   bash results/experiment_a.sh start               # experiment.py in its own session (outlives the call)
 #   bash results/experiment_a.sh collect             # progress, and every run's records into $OUT (no checkpoints)
+# CFG=experiment_a_80m (or experiment_a_160m, experiment_a_small280m) runs that config instead, on the same data.
 # val and test: the 312 articles of enwiki_val, alternately (156 each; 424,869 and 591,532 GPT-NeoX tokens).
 # A later session continues the experiment from the committed folders (start copies them into out-exp-a/).
 set -euo pipefail
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TORCHINDUCTOR_COMPILE_THREADS=4 TOKENIZERS_PARALLELISM=false
 PY=$(command -v python3 || command -v python)
+CFG=${CFG:-experiment_a}
 prep() {  # $1: shard glob, $2: out_dir
     [ -f "$2/meta.json" ] || $PY data/prepare.py --input=".carry/enwiki_train_$1.jsonl.xz" \
         --val_input=.carry/enwiki_val.jsonl.xz --test_fraction=0.5 --tokenizer=gpt-neox-20b \
@@ -27,13 +29,13 @@ case "$1" in
     start) mkdir -p out-logs
            # the committed runs are finished and never rerun; the small models' checkpoints were not committed (too
            # large), so each is pretrained again (same seed, same data) beside its first run, kept as small/s<seed>.first
-           if [ ! -d out-exp-a ]; then cp -r results/experiment_a out-exp-a
+           if [ "$CFG" = experiment_a ] && [ ! -d out-exp-a ]; then cp -r results/experiment_a out-exp-a
                for d in out-exp-a/small/s*; do [ -f "$d/ckpt.pt" ] || mv "$d" "$d.first"; done; fi
-           setsid nohup $PY experiment.py config/experiment_a.py "${@:2}" > out-logs/experiment_a.log 2>&1 < /dev/null &
-           sleep 60; tail -5 out-logs/experiment_a.log ;;
+           setsid nohup $PY experiment.py config/$CFG.py "${@:2}" > out-logs/$CFG.log 2>&1 < /dev/null &
+           sleep 60; tail -5 out-logs/$CFG.log ;;
     collect) sleep "${2:-0}"
-             grep -c 'finished in' out-logs/experiment_a.log || true
-             tail -4 out-logs/experiment_a.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
-             for f in out-exp-a/*/*/train.log; do echo "$f: $(grep 'tok/s' "$f" | tail -1)"; done | tail -8
-             tar czf "$OUT/exp_a.tar.gz" --exclude='ckpt.pt' --exclude='*.tmp*' out-exp-a out-logs ;;
+             grep -c 'finished in' out-logs/$CFG.log || true
+             tail -4 out-logs/$CFG.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
+             for f in out-exp-a*/*/*/train.log; do echo "$f: $(grep 'tok/s' "$f" | tail -1)"; done | tail -8
+             tar czf "$OUT/exp_a.tar.gz" --exclude='ckpt.pt' --exclude='*.tmp*' out-exp-a* out-logs ;;
 esac
