@@ -79,22 +79,33 @@ for line in sys.stdin:
 '''
 
 
-@pytest.fixture(scope='session')
-def script_runner():
-    """run(script, *args, cwd=..., patch='', env=None) -> (status, stdout, stderr): the script as `python script
-    args` runs it, in a child forked from one server process that has imported torch and the project once, so a
-    bad-input case costs milliseconds. patch: Python run in the child first (a full disk, a read-only place)."""
+_server = []  # the one server process, started by the first run_script
+
+
+def run_script(script, *args, cwd=REPO, patch='', env=None, timeout=300):
+    """`python script args` as a user runs it (cwd, env added to this process's), in a child forked from one server
+    process that has imported torch and the project once, so a run costs no start-up (~3 s of imports each): a
+    subprocess.CompletedProcess. patch: Python run in the child first (a full disk, a read-only place)."""
+    import atexit
     import json
     import subprocess
-    proc = subprocess.Popen([sys.executable, '-c', SERVER, REPO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1'))
+    if not _server:
+        _server.append(subprocess.Popen([sys.executable, '-c', SERVER, REPO], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True,
+                                        env=dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')))
+        atexit.register(lambda: (_server[0].stdin.close(), _server[0].wait(timeout=30)))
+    proc = _server[0]
+    proc.stdin.write(json.dumps(dict(script=script, args=list(args), cwd=str(cwd), patch=patch, env=env or {},
+                                     timeout=timeout, repo=REPO)) + '\n')
+    proc.stdin.flush()
+    r = json.loads(proc.stdout.readline())
+    return subprocess.CompletedProcess([script, *args], r['status'], r['stdout'], r['stderr'])
 
-    def run(script, *args, cwd=REPO, patch='', env=None, timeout=120):
-        proc.stdin.write(json.dumps(dict(script=script, args=list(args), cwd=str(cwd), patch=patch, env=env or {},
-                                         timeout=timeout, repo=REPO)) + '\n')
-        proc.stdin.flush()
-        r = json.loads(proc.stdout.readline())
-        return r['status'], r['stdout'], r['stderr']
-    yield run
-    proc.stdin.close()
-    proc.wait(timeout=30)
+
+@pytest.fixture(scope='session')
+def script_runner():
+    """run(script, *args, cwd=..., patch='', env=None) -> (status, stdout, stderr), through run_script."""
+    def run(*args, timeout=120, **kw):
+        r = run_script(*args, timeout=timeout, **kw)
+        return r.returncode, r.stdout, r.stderr
+    return run

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, run_script
 from test_sample import run_sample
 
 from byte_pool import EOT, PAD, byte_table, decoder_targets, to_text
@@ -38,10 +38,10 @@ def tiny(byte_block=8, **kw):
 
 
 def run(script, *args, check=True, torchrun=False):
-    cmd = [sys.executable, *(['-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun else []),
-           script, *args]
-    r = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True,
-                       timeout=300)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', script,
+                        *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300) if torchrun else \
+        run_script(script, *args, env=env)  # forked from the server that imported torch once
     assert not check or r.returncode == 0, r.stderr[-3000:]
     return r
 

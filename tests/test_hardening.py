@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, train_patched
+from conftest import REPO, run_script, train_patched
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
@@ -21,8 +21,7 @@ TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_emb
 
 
 def run(script, *args, cwd=REPO, check=None, timeout=300):
-    r = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=ENV, capture_output=True,
-                       text=True, timeout=timeout)
+    r = run_script(script, *args, cwd=cwd, env=ENV, timeout=timeout)
     assert check is None or r.returncode == check, r.stderr[-3000:]
     return r
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO, train_patched
+from conftest import REPO, run_script, train_patched
 
 TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
         '--batch_size=4', '--eval_iters=2', '--log_interval=1', '--learning_rate=1e-2', '--min_lr=1e-3',
@@ -22,9 +22,12 @@ def train(*args, torchrun=False, check=True, env=None, script='train.py', tiny=T
     pretrained model takes its shape from the model, so TINY's shape keys go to runs from scratch only."""
     if any(a.startswith('--init_from=') and a != '--init_from=resume' for a in args):
         tiny = [a for a in tiny if not a.startswith(SHAPE)]
-    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2'] if torchrun
-           else [sys.executable]) + [script, *tiny, *args]
-    r = subprocess.run(cmd, cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout)
+    if not torchrun:  # forked from the server that imported torch once (conftest.run_script)
+        r = run_script(script, *tiny, *args, env={**ENV, **(env or {})}, timeout=timeout)
+    else:
+        r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', script,
+                            *tiny, *args], cwd=REPO, env={**ENV, **(env or {})}, capture_output=True, text=True,
+                           timeout=timeout)
     assert not check or r.returncode == 0, r.stderr[-3000:]
     return r
 
