@@ -118,7 +118,8 @@ def test_prepare_script_local_files(tmp_path):
 
 
 def test_pydoc_corpus(tmp_path):
-    """The pydoc corpus (on any CPython): the topics first, in order, then docstrings, over a million characters."""
+    """The pydoc corpus (on any CPython): the topics first, in order, then docstrings, over a million characters;
+    val and test splits of over 20,000 characters each."""
     r = subprocess.run([sys.executable, 'data/pydoc/prepare.py', f'--out_dir={tmp_path}'], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -128,6 +129,7 @@ def test_pydoc_corpus(tmp_path):
     first = np.fromfile(tmp_path / 'train.bin', dtype=meta['dtype'])[:len(topics[sorted(topics)[0]])]
     assert tokenizer_from_meta(meta).decode(first) == topics[sorted(topics)[0]]
     assert meta['tokenizer'] == 'char' and meta['train_tokens'] > 1_000_000 and meta['val_tokens'] > 20_000
+    assert meta['test_tokens'] > 20_000  # the quickstart holds a test split out, as the experiments do
 
 
 @pytest.mark.parametrize('name', NAMES)
