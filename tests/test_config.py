@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_script
 from configurator import Rule, between, check, nullable, one_of, parse, positive
 
 DEFAULTS = dict(out_dir='out', n_layer=None, max_iters=5000, learning_rate=6e-4, compile=False, betas=(0.9, 0.95),
@@ -69,7 +69,7 @@ SCRIPTS = ['train.py', 'sample.py', 'eval.py', 'experiment.py', 'bench.py', 'dat
 @pytest.mark.parametrize('script', SCRIPTS)
 def test_help_lists_the_settings(script):
     """python <script> --help prints what the script does and its settings with their defaults and meanings."""
-    r = subprocess.run([sys.executable, script, '--help'], cwd=REPO, capture_output=True, text=True, timeout=120)
+    r = run_script(script, '--help')
     assert r.returncode == 0 and r.stderr == '', r.stderr[-2000:]
     assert 'settings (default  # meaning):' in r.stdout and r.stdout.count(' = ') >= 3 and '  # ' in r.stdout
 

@@ -5,13 +5,12 @@ import json
 import math
 import os
 import runpy
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO, SHARED_DATA
+from conftest import REPO, SHARED_DATA, run_script
 
 WIKI_RAW = os.path.join(SHARED_DATA, 'wikitext', 'wikitext-2-raw', 'wiki.test.raw')
 LAMBADA = os.path.join(SHARED_DATA, 'lambada', 'lambada_test.jsonl')
@@ -105,11 +104,10 @@ def test_val_and_test_equal_train(tmp_path, monkeypatch):
     docs = [f'the sparse model {i} grows wider and deeper while pruning weights. ' * 3 for i in range(60)]
     meta = write_dataset(str(tmp_path / 'data'), docs, get_tokenizer('char', chars=char_alphabet(docs)), source='t',
                          val_fraction=0.3, test_fraction=0.5, num_proc=1)
-    r = subprocess.run([sys.executable, 'train.py', '--device=cpu', '--dtype=float32', '--n_layer=1', '--n_head=2',
-                        '--n_embd=16', '--block_size=32', f'--data_dir={tmp_path / "data"}',
-                        f'--out_dir={tmp_path / "run"}', '--batch_size=4', '--max_iters=2', '--eval_interval=2',
-                        '--eval_iters=3', '--warmup_iters=1'],
-                       cwd=REPO, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    r = run_script('train.py', '--device=cpu', '--dtype=float32', '--n_layer=1', '--n_head=2', '--n_embd=16',
+                   '--block_size=32', f'--data_dir={tmp_path / "data"}', f'--out_dir={tmp_path / "run"}',
+                   '--batch_size=4', '--max_iters=2', '--eval_interval=2', '--eval_iters=3', '--warmup_iters=1',
+                   env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert r.returncode == 0, r.stderr[-2000:]
     script('eval.py', f'--init_from={tmp_path / "run"}', "--tasks=['val', 'test']", '--device=cpu',
            f'--out_json={tmp_path / "eval.json"}', monkeypatch=monkeypatch)

@@ -5,14 +5,12 @@ trainability; bad targets and settings; grow's record; train.py exporting a grow
 import json
 import math
 import os
-import subprocess
-import sys
 from dataclasses import asdict
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import run_script
 from configurator import check
 from expand import RULES, expand_model, grow, layer_map, max_logit_diff
 from model import GPT, GPTConfig
@@ -245,10 +243,10 @@ def test_train_py_exports_a_grown_model_transformers_loads(tmp_path, data_dir):
                tmp_path / 'run' / 'ckpt.pt')
     for src_dir, out, how in (('run', 'grown', "{'n_embd': 48, 'n_layer': 4}"),
                                ('grown/model', 'grown2', "{'method': 'isotropic', 'n_head': 12}")):
-        r = subprocess.run([sys.executable, 'train.py', f'--init_from={tmp_path / src_dir}', f'--grow={how}',
-                            f'--data_dir={data_dir}', f'--out_dir={tmp_path / out}', '--max_iters=0', '--save_hf=True',
-                            '--device=cpu', '--dtype=float32', '--batch_size=4', '--block_size=16', '--eval_iters=2'],
-                           cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS='1'), capture_output=True, text=True)
+        r = run_script('train.py', f'--init_from={tmp_path / src_dir}', f'--grow={how}', f'--data_dir={data_dir}',
+                       f'--out_dir={tmp_path / out}', '--max_iters=0', '--save_hf=True', '--device=cpu',
+                       '--dtype=float32', '--batch_size=4', '--block_size=16', '--eval_iters=2',
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
         assert r.returncode == 0, r.stderr[-2000:]
     assert not (tmp_path / 'grown' / 'ckpt.pt').exists()  # nothing trained, nothing to resume
     hf = json.loads((tmp_path / 'grown' / 'model' / 'config.json').read_text())
