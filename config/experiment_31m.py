@@ -8,7 +8,7 @@ exp_dir = 'out-exp-31m'
 title = 'Pythia-31m shape (20 M tokens) grown to 512 wide; 40 M tokens per arm'
 seeds = [1000, 1001, 1002]
 parallel = 4
-_lrs = [2e-3, 4e-3, 8e-3]
+_lrs = [2e-3, 4e-3, 8e-3, 1.6e-2]
 _large = ['--n_embd=512', '--n_head=16', '--mlp_width=2048']
 _sparse = [f'--final_sparsity={1 - 17_596_416 / 44_630_016!r}']
 _gradual = _sparse + ['--prune_start=60', '--prune_end=360', '--prune_every=15', '--prune_schedule=geometric']
@@ -23,6 +23,6 @@ arms = dict(
     recipe1=dict(args=['--init_from=scratch'] + _large + _gradual, learning_rate=_lrs, score=['balanced']),
     recipe2=dict(args=['--init_from={small}', "--grow={'n_embd': 512}"] + _gradual, learning_rate=_lrs,
                  score=['balanced']),
-    status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs, score=['magnitude']),
+    status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs, score=['sparsegpt']),
     small_continued=dict(args=['--init_from={small}'], learning_rate=_lrs),
 )

@@ -12,7 +12,7 @@ exp_dir = 'out-exp-a'
 title = 'scale A: Pythia-14m shape (20 M tokens) grown to 256 wide; 40 M tokens per arm'
 seeds = [1000, 1001, 1002]
 parallel = 6
-_lrs = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2]  # 1.6e-2 added after 8e-3 was the best of four arms
+_lrs = [5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2]  # extended while an arm's best was the top (8e-3, then 1.6e-2)
 _large = ['--n_embd=256', '--n_head=8', '--mlp_width=1024']
 _sparse = [f'--final_sparsity={1 - 7_618_560 / 17_596_416!r}']
 # gradual: 21 geometric events over iterations 60-360 (10%-59% of training), then 41% at the final masks

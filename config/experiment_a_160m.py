@@ -1,14 +1,14 @@
 # Scale A at 160 M tokens per arm: a complete schedule of its own (not a truncation of a longer run): warmup, pruning
 # window and cosine all scaled 4x from config/experiment_a.py (610 -> 2,440 iterations of 65,536 tokens). The decisive
-# arms only, each on the same three learning rates around scale A's 40 M best (8e-3 for Recipe 1 and 2 so far; centre
-# the grid on the extended 40 M sweep's best before running) and at its 40 M best score. The arms' corpus holds 44 M
+# arms only, each on the same four learning rates around scale A's 40 M best (Recipe 1 8e-3, Recipe 2 1.6e-2, the
+# status quo 4e-3) and at its 40 M best score (balanced; SparseGPT for the status quo). The arms' corpus holds 44 M
 # tokens: 160 M is about 3.6 passes (the small model's shards stay disjoint).
 #   data as for config/experiment_a.py (results/experiment_a.sh), then python experiment.py config/experiment_a_160m.py
 exp_dir = 'out-exp-a-160m'
 title = 'scale A at 160 M tokens per arm: Pythia-14m shape (20 M tokens) grown to 256 wide'
 seeds = [1000, 1001, 1002]
 parallel = 6
-_lrs = [4e-3, 8e-3, 1.6e-2]
+_lrs = [2e-3, 4e-3, 8e-3, 1.6e-2]
 _large = ['--n_embd=256', '--n_head=8', '--mlp_width=1024']
 _sparse = [f'--final_sparsity={1 - 7_618_560 / 17_596_416!r}']
 # gradual: 21 geometric events over iterations 240-1440 (10%-59% of training), as at 40 M
@@ -25,5 +25,5 @@ arms = dict(
     recipe1=dict(args=['--init_from=scratch'] + _large + _gradual, learning_rate=_lrs, score=['balanced']),
     recipe2=dict(args=['--init_from={small}', "--grow={'n_embd': 256}"] + _gradual, learning_rate=_lrs,
                  score=['balanced']),
-    status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs, score=['magnitude']),
+    status_quo=dict(args=['--init_from=scratch'] + _large + _once, learning_rate=_lrs, score=['sparsegpt']),
 )

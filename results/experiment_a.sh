@@ -19,7 +19,7 @@ CFG=${CFG:-experiment_a}
 prep() {  # $1: shard glob, $2: out_dir
     [ -f "$2/meta.json" ] || $PY data/prepare.py --input=".carry/enwiki_train_$1.jsonl.xz" \
         --val_input=.carry/enwiki_val.jsonl.xz --test_fraction=0.5 --tokenizer=gpt-neox-20b \
-        --tokenizer_path=.carry/tokenizer.json --out_dir="$2" --num_proc=16
+        --tokenizer_path=.carry/tokenizer.json --out_dir="$2"
 }
 case "$1" in
     data_small) nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
