@@ -2,6 +2,7 @@
 to its non-zero count) reach a loss with fewer tokens than Recipe 1 (scratch), the status quo and the small model?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
   python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
+  python experiment.py --compare="['out-exp-a', 'out-exp-31m']" --exp_dir=out-trend   # Recipe 2's speed-up by scale
 Every point of each arm's grid runs at seeds[0], the best by final val loss at seeds[1:] unless at the grid's edge.
 A run is train.py in exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>, pretrained per seed). A rerun
 continues (finished runs never run again); a folder holding a run of another command or config text is refused."""
@@ -34,6 +35,7 @@ parallel = 1                  # runs at once (small models share one GPU); each 
 plot_only = False             # only read the run folders: summary and plots, run nothing
 only = None                   # a list of arm names: run only those (and the small models they start from)
 title = None                  # the plot's title; None: exp_dir
+compare = []                  # finished experiments' exp_dirs: only write compare.md and trend.png into exp_dir
 # -----------------------------------------------------------------------------
 ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, isotropic growth',
              recipe1='Recipe 1: scratch, pruned', status_quo='status quo: dense, pruned once, retrained',
@@ -182,6 +184,7 @@ def read_run(r):
     last, fpt, linear, pre = recs[-1], tc['flops_per_token'], tc['params']['linear'], r.needs and r.needs.read()[1]
     return dict(curve=[(x['tokens'], x['val_loss']) for x in recs], final_val_loss=last['val_loss'],
                 test_loss=last.get('test_loss'), tokens=last['tokens'], flops_per_token=fpt, from_small=r.from_small,
+                params=tc['params']['total'],
                 finished=last['iter'] >= tc['config']['max_iters'], sunk_tokens=None if not r.from_small else
                 small_pretrain_tokens if r.needs is None else pre[-1]['tokens'] if pre else None,
                 # the non-zero share of the matmul FLOPs: 6 per live weight and token, averaged over the run so far
@@ -203,32 +206,40 @@ def summarize(names):
                             points_finished=len(finals), runs={s: d for s, d in runs.items() if d and d['finished']})
     if 'recipe1' not in out:
         raise ValueError("no finished Recipe 1 run yet: run the experiment first (without plot_only)")
-    r1 = out['recipe1']['runs']
-    for arm, a in sorted(out.items(), key=lambda kv: kv[0] != 'recipe1'):  # Recipe 1 first: each N needs its curve
-        runs, ups = a['runs'], []
-        a['seeds'] = sorted(runs)
-        a['final_val_loss'], a['final_val_loss_std'] = mean_std(d['final_val_loss'] for d in runs.values())
-        a['test_loss'], a['test_loss_std'] = mean_std(d['test_loss'] for d in runs.values())
-        # per seed against Recipe 1 at the same seed, Recipe 1's / this arm's: tokens (after growth, and with the
-        # small model's pretraining), FLOPs as the dense matmuls that ran and as the non-zero weights' share
-        for s, d in runs.items():
-            if s not in r1 or (t := tokens_to_reach(d['curve'], r1[s]['final_val_loss'])) is None:
-                continue
-            ref, f, sunk = r1[s], t * d['flops_per_token'], d['sunk_tokens']
-            f_ref, pre = ref['tokens'] * ref['flops_per_token'], None if sunk is None and d['from_small'] else sunk or 0
-            ups.append([(ref['tokens'], t), (ref['tokens'], None if pre is None else t + pre), (f_ref, f),
-                        (f_ref * ref['nonzero_share'], f * d['nonzero_share'])])
-        for k, pairs in zip(('tokens', 'with_pretraining', 'flops', 'flops_nonzero'), zip(*ups) if ups else [()] * 4):
-            a[f'speedup_{k}'], a[f'speedup_{k}_std'] = mean_std(x / b if b > 0 else math.inf for x, b in pairs
-                                                                if b is not None)
-        a['reached_recipe1'] = f"{len(ups)}/{len(runs)}"
-        curves = [dict(d['curve']) for d in runs.values()]  # the mean over seeds, at the eval points all of them have
+    for a in out.values():  # mean ± std over seeds, and the mean curve at the eval points every seed has
+        a['seeds'], curves = sorted(a['runs']), [dict(d['curve']) for d in a['runs'].values()]
+        a['final_val_loss'], a['final_val_loss_std'] = mean_std(d['final_val_loss'] for d in a['runs'].values())
+        a['test_loss'], a['test_loss_std'] = mean_std(d['test_loss'] for d in a['runs'].values())
         a['mean_curve'] = [(t, float(np.mean([c[t] for c in curves]))) for t in sorted(curves[0]) if all(
             t in c for c in curves)]
+        a['params'] = next(iter(a['runs'].values()))['params']
+    # speed-ups against Recipe 1 and against the baseline Recipe 2 must beat: the better of Recipe 1 and the status quo
+    base = min((b for b in ('recipe1', 'status_quo') if b in out), key=lambda b: out[b]['final_val_loss'])
+    for arm, a in out.items():
+        for ref, tag in (('recipe1', ''), (base, '_vs_baseline')):
+            ups = speedups(a['runs'], out[ref]['runs'])
+            for k, pairs in zip(('tokens', 'with_pretraining', 'flops', 'flops_nonzero'), list(zip(*ups)) or [()] * 4):
+                a[f'speedup{tag}_{k}'], a[f'speedup{tag}_{k}_std'] = mean_std(
+                    x / b if b > 0 else math.inf for x, b in pairs if b is not None)
+            a[f'reached{tag}'] = f"{len(ups)}/{len(a['runs'])}"
         a['N'] = crossover(out['recipe1']['mean_curve'], a['mean_curve']) if Run(arm, (), seeds[0]).from_small else None
     N, budget = out.get('recipe2', {}).get('N'), out['recipe1']['mean_curve'][-1][0]
-    return dict(seeds=seeds, budget_tokens=budget, N=N, arms=out, sweep=sweep,
+    return dict(seeds=seeds, budget_tokens=budget, N=N, arms=out, sweep=sweep, baseline=base,
                 N_text=f"N = {fmt_tokens(N)} tokens" if N is not None else f"N not reached within {fmt_tokens(budget)}")
+
+
+def speedups(runs, ref):
+    """Per seed against ref at the same seed, ref's / this arm's: tokens to ref's final loss (after growth, and with
+    the small model's pretraining), FLOPs as the dense matmuls that ran and as the non-zero weights' share."""
+    ups = []
+    for s, d in runs.items():
+        if s not in ref or (t := tokens_to_reach(d['curve'], ref[s]['final_val_loss'])) is None:
+            continue
+        r, f, sunk = ref[s], t * d['flops_per_token'], d['sunk_tokens']
+        f_ref, pre = r['tokens'] * r['flops_per_token'], None if sunk is None and d['from_small'] else sunk or 0
+        ups.append([(r['tokens'], t), (r['tokens'], None if pre is None else t + pre), (f_ref, f),
+                    (f_ref * r['nonzero_share'], f * d['nonzero_share'])])
+    return ups
 
 
 def markdown(s):
@@ -239,7 +250,7 @@ def markdown(s):
         '' if a['points_finished'] == a['points'] else f" ({a['points_finished']} of {a['points']} points run)")
     rows += [f"| {arm} | {point_name(a['point'])}{note(a)} | {len(a['seeds'])} | "
              f"{pm(a['final_val_loss'], a['final_val_loss_std'])} | {pm(a['test_loss'], a['test_loss_std'])} | "
-             f"{pm(a['speedup_tokens'], a['speedup_tokens_std'], 2)} ({a['reached_recipe1']}) | "
+             f"{pm(a['speedup_tokens'], a['speedup_tokens_std'], 2)} ({a['reached']}) | "
              f"{pm(a['speedup_with_pretraining'], None, 2)} | {pm(a['speedup_flops'], None, 2)} / "
              f"{pm(a['speedup_flops_nonzero'], None, 2)} | {fmt_tokens(a['N']) if arm != 'recipe1' else ''} |"
              for arm, a in s['arms'].items()]
@@ -252,11 +263,8 @@ def markdown(s):
 
 def plot(s):
     """hypothesis.png: each arm at its best point, the mean over seeds and the min-max band; lr.png: the sweep."""
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
-    plt.switch_backend('Agg')
+    if not (plt := pyplot()):
+        return
     (fig, ax), (fig_lr, ax_lr), lows, lines = plt.subplots(figsize=(8, 5)), plt.subplots(figsize=(7, 4.5)), [], {}
     for arm, a in s['arms'].items():
         t = np.array([x for x, _ in a['mean_curve']])
@@ -288,8 +296,56 @@ def plot(s):
     plt.close('all')
 
 
+def trend(dirs):
+    """compare.md and trend.png: per experiment, Recipe 2 against its baseline (the better of Recipe 1 and the status
+    quo) and the small model continued; its speed-up in tokens to the baseline's final loss against model size."""
+    rows = ["| experiment | large model | tokens per arm | small model's tokens | test loss (seeds): Recipe 2 | "
+            "baseline | small model continued | speed-up over the baseline | with pretraining |", '|---' * 9 + '|']
+    pts, num = [], lambda a, k: None if a is None or a.get(k) is None else float(a[k])  # inf was written as 'inf'
+    loss = lambda a: f"{pm(num(a, 'test_loss'), num(a, 'test_loss_std'))} ({len(a['seeds'])})" if a else '–'
+    for d in dirs:
+        s = read_json(path := os.path.join(d, 'summary.json'), ('arms', 'budget_tokens'), 'summary.json')
+        if 'recipe2' not in s['arms'] or 'baseline' not in s:
+            raise ValueError(f"{path}: no Recipe 2 arm, or written before the baseline speed-up: finish the experiment "
+                             f"or redraw it (python experiment.py <its config> --exp_dir={d} --plot_only=True)")
+        r2, a = s['arms']['recipe2'], s['arms']
+        pts.append((r2['params'], os.path.basename(os.path.normpath(d)), [(
+            num(r2, f'speedup_vs_baseline_{k}'), num(r2, f'speedup_vs_baseline_{k}_std') or 0) for k in (
+            'tokens', 'with_pretraining')]))
+        rows.append(f"| {pts[-1][1]} | {r2['params'] / 1e6:.1f} M | {fmt_tokens(s['budget_tokens'])} | "
+                    f"{fmt_tokens(next(iter(r2['runs'].values()))['sunk_tokens'])} | {loss(r2)} | {s['baseline']} "
+                    f"{loss(a[s['baseline']])} | {loss(a.get('small_continued'))} | "
+                    + ' | '.join(pm(*u, 2) for u in pts[-1][2]) + ' |')
+    if why := check_dest(exp_dir):
+        raise ValueError(why)
+    os.makedirs(exp_dir, exist_ok=True)
+    write_text(os.path.join(exp_dir, 'compare.md'), '\n'.join(rows) + '\n')
+    if plt := pyplot():
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for i, label in enumerate(('tokens after growth', "with the small model's pretraining")):
+            ax.errorbar(*zip(*[(x, up[i][0] or math.nan, up[i][1]) for x, _, up in sorted(pts)]), fmt='o-',
+                        capsize=3, label=label)
+        for x, name, up in pts:
+            ax.annotate(name, (x, up[0][0]), fontsize=7, xytext=(4, 4), textcoords='offset points')
+        ax.axhline(1, color='k', lw=0.8, ls=':')
+        ax.set(xscale='log', xlabel='parameters of the large model', ylabel='speed-up of Recipe 2 over the baseline')
+        ax.set_title('Recipe 2 against the better of Recipe 1 and the status quo; bars: std over seeds', fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(exp_dir, 'trend.png'), dpi=120)
+
+
+def pyplot():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
+    plt.switch_backend('Agg')
+    return plt
+
+
 def check_config():
-    """Everything checkable before the first run: the arms, the grids, and eval.py's settings (it runs last)."""
+    """Everything checkable before the first run: the arms and their grids, the seeds, the folders, the launcher."""
     def need(ok, why):
         if not ok:
             raise ValueError(why)
@@ -326,8 +382,10 @@ def check_config():
 if __name__ == '__main__':
     cf.configure(globals(), rules=dict(
         exp_dir=cf.non_empty, small=cf.non_empty, small_pretrain_tokens=cf.positive, launcher=cf.non_empty,
-        parallel=cf.positive))
+        parallel=cf.positive, compare=cf.Rule(lambda v: all(isinstance(d, str) for d in v), 'a list of exp_dirs')))
     try:
+        if compare:
+            sys.exit(trend(compare))
         check_config()
     except ValueError as e:
         cf.fail(e, cf.CONFIG_ERROR)

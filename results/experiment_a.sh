@@ -17,7 +17,7 @@ export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True TORCHINDUCTOR_COMPILE_TH
 PY=$(command -v python3 || command -v python)
 CFG=${CFG:-experiment_a}
 prep() {  # $1: shard glob, $2: out_dir
-    [ -f "$2/meta.json" ] || $PY data/prepare.py --input=".carry/enwiki_train_$1.jsonl.xz" \
+    [ -f "$2/meta.json" ] || TOKENIZERS_PARALLELISM=true $PY data/prepare.py --input=".carry/enwiki_train_$1.jsonl.xz" \
         --val_input=.carry/enwiki_val.jsonl.xz --test_fraction=0.5 --tokenizer=gpt-neox-20b \
         --tokenizer_path=.carry/tokenizer.json --out_dir="$2"
 }

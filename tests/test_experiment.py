@@ -47,7 +47,7 @@ def test_best_point_ties_and_grid_edge():
 def fake_run(exp_dir, name, curve, test_loss, linear=100, avg=100.0, fpt=1000):
     d = os.path.join(exp_dir, name)
     os.makedirs(d)
-    json.dump(dict(config=dict(max_iters=len(curve) - 1), flops_per_token=fpt, params=dict(linear=linear)),
+    json.dump(dict(config=dict(max_iters=len(curve) - 1), flops_per_token=fpt, params=dict(linear=linear, total=7)),
               open(os.path.join(d, 'train_config.json'), 'w'))
     with open(os.path.join(d, 'metrics.jsonl'), 'w') as f:
         for i, (t, loss) in enumerate(curve):
@@ -59,13 +59,15 @@ def test_summary_chooses_on_val_reports_test_and_seed_spread(tmp_path, monkeypat
     """From run folders alone: each arm's best learning rate by final val loss (not by test loss), the chosen point's
     test loss, mean and sample standard deviation over seeds, per-seed speed-ups against Recipe 1 at the same seed
     (tokens, with the small model's pretraining, FLOPs dense and non-zero), N for the arm from the small model only,
-    and the seed bands drawn."""
+    the seed bands drawn; speed-ups against the baseline, the better of Recipe 1 and the status quo, and the table
+    and trend figure that compare experiments by them."""
     exp = str(tmp_path / 'exp')
     monkeypatch.setattr(E, 'exp_dir', exp)
     monkeypatch.setattr(E, 'seeds', [1, 2])
     monkeypatch.setattr(E, 'small_pretrain', ['--max_iters=1'])
     monkeypatch.setattr(E, 'arms', dict(recipe1=dict(args=[], learning_rate=[1e-3, 2e-3]),
-                                        recipe2=dict(args=['--init_from={small}'], learning_rate=[1e-3, 2e-3])))
+                                        recipe2=dict(args=['--init_from={small}'], learning_rate=[1e-3, 2e-3]),
+                                        status_quo=dict(args=[], learning_rate=[1e-3])))
     fake_run(exp, 'recipe1/lr0.001_s1', [(0, 10.0), (100, 6.0), (200, 4.0)], 9.0)   # best val, worse test: chosen
     fake_run(exp, 'recipe1/lr0.002_s1', [(0, 10.0), (100, 6.0), (200, 4.1)], 1.0)
     fake_run(exp, 'recipe1/lr0.001_s2', [(0, 10.0), (100, 6.0), (200, 4.2)], 8.0)
@@ -74,10 +76,11 @@ def test_summary_chooses_on_val_reports_test_and_seed_spread(tmp_path, monkeypat
     fake_run(exp, 'recipe2/lr0.002_s2', [(0, 5.0), (100, 4.2), (200, 3.2)], 4.0, linear=100, avg=50.0)
     for s in (1, 2):
         fake_run(exp, f'small/s{s}', [(0, 9.0), (50, 5.0)], 5.0)
+        fake_run(exp, f'status_quo/lr0.001_s{s}', [(0, 10.0), (100, 5.0), (200, 3.4 + s / 10)], 4.0)  # below Recipe 1
     drawn = []
     import matplotlib.axes
     monkeypatch.setattr(matplotlib.axes.Axes, 'fill_between', lambda self, *a, **k: drawn.append(a))
-    s = E.summarize(['recipe1', 'recipe2'])
+    s = E.summarize(['recipe1', 'recipe2', 'status_quo'])
     r1, r2 = s['arms']['recipe1'], s['arms']['recipe2']
     assert r1['point'] == {'learning_rate': 1e-3} and r2['point'] == {'learning_rate': 2e-3}
     assert (r1['test_loss'], r1['test_loss_std']) == (pytest.approx(8.5), pytest.approx(0.5 ** 0.5))
@@ -89,8 +92,18 @@ def test_summary_chooses_on_val_reports_test_and_seed_spread(tmp_path, monkeypat
     assert r2['speedup_flops_nonzero'] > r2['speedup_flops']  # half its linear weights were zero on average
     assert r1['N'] is None and r2['N'] is None and s['N_text'] == 'N not reached within 200'
     E.plot(s)
-    assert len(drawn) == 2 and os.path.exists(os.path.join(exp, 'hypothesis.png'))
+    assert len(drawn) == 3 and os.path.exists(os.path.join(exp, 'hypothesis.png'))
     assert os.path.exists(os.path.join(exp, 'lr.png'))
+    # the status quo (3.5, 3.6) is the baseline: seed 1 reaches 3.5 at 150 tokens, seed 2 reaches 3.6 at 160
+    assert s['baseline'] == 'status_quo' and r1['speedup_vs_baseline_tokens'] is None
+    assert r2['speedup_vs_baseline_tokens'] == pytest.approx((200 / 150 + 200 / 160) / 2)
+    assert r2['speedup_vs_baseline_with_pretraining'] == pytest.approx((200 / 200 + 200 / 210) / 2)
+    json.dump(s, open(os.path.join(exp, 'summary.json'), 'w'))
+    monkeypatch.setattr(E, 'exp_dir', str(tmp_path / 'trend'))
+    E.trend([exp, exp])
+    rows = open(tmp_path / 'trend' / 'compare.md').read().splitlines()
+    assert len(rows) == 4 and rows[2] == rows[3] and rows[2].endswith("| 1.29 ± 0.06 | 0.98 ± 0.03 |")
+    assert os.path.exists(tmp_path / 'trend' / 'trend.png')
 
 
 # ------------------------------------------------------------------ the runner

@@ -325,6 +325,8 @@ BAD = [
     ('experiment.py', ['exp_ok.py', '--exp_dir=exp_bad_metrics', '--plot_only=True'], 'metrics.jsonl:1'),
     ('experiment.py', ['exp_ok.py', '--exp_dir=ro/e'], 'read-only'),
     ('experiment.py', ['exp_ok.py', '--exp_dir=e', "--only=['recipe9']"], "only=['recipe9']: give a list of arm names"),
+    ('experiment.py', ["--compare=['nowhere']", '--exp_dir=e'], 'nowhere/summary.json not found'),
+    ('experiment.py', ["--compare=[3]", '--exp_dir=e'], 'must be a list of exp_dirs'),
 ]
 
 
