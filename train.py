@@ -21,8 +21,10 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import files
+from byte_pool import byte_table, check_byte_table
 from data import estimate_loss, open_tokens, read_meta, sample_batch, windows
 from data.tokenizer import check_tokenizers, tokenizer_from_meta, tokenizer_record
+from expand import RULES as GROW_RULES, describe, grow as expand
 from hf_io import check_replaceable, load_model, save_pretrained
 from model import GPT, GPTConfig, PRESETS, peak_flops, preset_config
 
@@ -86,21 +88,18 @@ wandb_run_name = None
 # -----------------------------------------------------------------------------
 from configurator import (CONFIG_ERROR, INTERRUPTED, Rule, between, check, configure, fail, non_empty,  # noqa: E402
                           non_negative, nullable, one_of, positive, device as device_rule)
-from prune import CALIBRATED, SCORES, check_pattern  # noqa: E402
-unit = between(0, 1, hi_open=True)
+from prune import CALIBRATED, SCORES, Pruner, check_pattern  # noqa: E402
 config = configure(globals(), rules=dict(
-    out_dir=non_empty, data_dir=non_empty, eval_interval=positive, checkpoint_interval=positive, eval_iters=positive,
-    log_interval=positive, init_from=non_empty, grow=Rule(lambda v: isinstance(v, dict) and v, "a dict of settings"),
-    model_preset=nullable(one_of(*PRESETS)), arch=one_of('gpt_neox', 'gpt2'), n_layer=positive, n_head=positive,
-    n_embd=positive, mlp_width=positive, vocab_size=positive, block_size=positive, dropout=unit, byte_embd=positive,
-    byte_head=positive, byte_layer=positive, byte_block=positive, batch_size=positive,
-    gradient_accumulation_steps=positive, micro_batch_size=positive, learning_rate=positive, min_lr=non_negative,
-    max_iters=non_negative, warmup_iters=non_negative, lr_decay_iters=positive, weight_decay=non_negative, beta1=unit,
-    beta2=unit, grad_clip=non_negative, final_sparsity=unit, prune_start=non_negative, prune_end=non_negative,
-    prune_every=positive, prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'),
-    score=one_of(*SCORES), calib_batches=positive, device=device_rule, dtype=one_of('bfloat16', 'float32'),
-    compile_mode=one_of('default', 'max-autotune-no-cudagraphs', 'max-autotune', 'reduce-overhead'),
-    seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
+    **dict.fromkeys('n_layer n_head n_embd mlp_width vocab_size block_size byte_embd byte_head byte_layer byte_block '
+                    'batch_size micro_batch_size gradient_accumulation_steps learning_rate lr_decay_iters prune_every '
+                    'eval_interval checkpoint_interval eval_iters log_interval calib_batches'.split(), positive),
+    **dict.fromkeys('min_lr max_iters warmup_iters weight_decay grad_clip prune_start prune_end'.split(), non_negative),
+    **dict.fromkeys('dropout beta1 beta2 final_sparsity'.split(), between(0, 1, hi_open=True)),
+    out_dir=non_empty, data_dir=non_empty, init_from=non_empty, model_preset=nullable(one_of(*PRESETS)),
+    grow=Rule(lambda v: isinstance(v, dict) and v, "a dict of settings"), arch=one_of('gpt_neox', 'gpt2'),
+    prune_schedule=one_of('cubic', 'geometric'), scope=one_of('global', 'layer', 'row'), score=one_of(*SCORES),
+    compile_mode=one_of('default', 'max-autotune-no-cudagraphs', 'max-autotune', 'reduce-overhead'), device=device_rule,
+    dtype=one_of('bfloat16', 'float32'), seed=Rule(lambda v: 0 <= v < 2 ** 63, "in [0, 2**63)")))
 ckpt_path, metrics_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'metrics.jsonl')
 if init_from == 'resume':  # the run continues as it was: the settings not given again are the checkpoint's
     try:
@@ -124,11 +123,9 @@ calibrated, micro = final_sparsity > 0 and score in CALIBRATED, micro_batch_size
 ddp, world_size = 'RANK' in os.environ, int(os.environ.get('WORLD_SIZE', 1))  # torchrun's; every rank runs all this
 local_seqs = gradient_accumulation_steps * batch_size // world_size  # this rank's sequences per iteration
 try:
-    if grow is not None:
-        from expand import RULES
-        other = Rule(lambda v: False, "a setting of expand.grow: " + ', '.join(RULES))
-        for k, v in grow.items():
-            check(f'grow[{k!r}]', v, None, RULES.get(k, other))
+    other = Rule(lambda v: False, "a setting of expand.grow: " + ', '.join(GROW_RULES))
+    for k, v in (grow or {}).items():
+        check(f'grow[{k!r}]', v, None, GROW_RULES.get(k, other))
     check_pattern(pattern, final_sparsity or None, 'final_sparsity')
 except ValueError as e:
     fail(e, CONFIG_ERROR)
@@ -142,29 +139,26 @@ for bad, msg in [
         (calibrated and prune_start != prune_end, f"score={score!r} prunes once with calibration: set prune_start = "
          f"prune_end (the iteration of the one event)"),
         (calibrated and fsdp, f"score={score!r} calibrates whole layers: use it without fsdp"),
-        (fsdp and not ddp, "fsdp=True shards over the ranks of a torchrun launch: start it with torchrun "
-         "--nproc_per_node=N"),
+        (fsdp and not ddp, "fsdp=True shards over the ranks of a torchrun launch: use torchrun --nproc_per_node=N"),
         (gradient_accumulation_steps % world_size or local_seqs % micro, f"gradient_accumulation_steps="
          f"{gradient_accumulation_steps} must be a multiple of the world size {world_size}, and each rank's "
          f"{local_seqs} sequences a multiple of micro_batch_size={micro}")]:
-    if bad:
-        fail(msg, CONFIG_ERROR)
+    fail(msg, CONFIG_ERROR) if bad else None
 
 rank, local_rank = int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0))
 master, device_type = rank == 0, 'cuda' if device.startswith('cuda') else 'cpu'
 if ddp:
     dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo')
-    if device_type == 'cuda':
-        torch.cuda.set_device(device := f'cuda:{local_rank}')
+    torch.cuda.set_device(device := f'cuda:{local_rank}') if device_type == 'cuda' else None
 autocast = torch.autocast(device_type, torch.bfloat16) if device_type == 'cuda' and dtype == 'bfloat16' else None
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+print0 = print if master else lambda *a: None  # a line for the run, said once (by rank 0)
 
 
 def agree(error):
     """Every rank learns whether rank 0's step (claiming out_dir, a write) failed, and all stop with its one line."""
     if ddp:
-        flag = torch.tensor([error is not None], device=device)
-        dist.broadcast(flag, 0)
+        dist.broadcast(flag := torch.tensor([error is not None], device=device), 0)
         error = error or ('' if flag.item() else None)
     if error is not None:
         fail(error) if master else sys.exit(1)
@@ -173,10 +167,7 @@ def agree(error):
 def out_dir_error():
     """Why this run may not write into out_dir, or None. Asked before anything is loaded, and again once the lock
     is held (of two runs started at once, exactly one gets it): a run in out_dir is never replaced unless told to."""
-    holder = files.lock_holder(os.path.join(out_dir, 'train.lock'))
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        return f"out_dir {out_dir} is a file, not a folder: choose another out_dir"
-    if holder and holder != str(os.getpid()):
+    if (holder := files.lock_holder(os.path.join(out_dir, 'train.lock'))) and holder != str(os.getpid()):
         return f"{out_dir} is in use by pid {holder}: wait for it or choose another out_dir"
     if init_from != 'resume' and not overwrite and any(
             os.path.exists(os.path.join(out_dir, f)) for f in ('ckpt.pt', 'metrics.jsonl', 'train_config.json')):
@@ -187,70 +178,6 @@ def out_dir_error():
     except ValueError as e:
         return str(e)
     return files.check_dest(out_dir)
-
-
-agree(out_dir_error() if master else None)
-
-# data, its tokenizer (bits per byte for any model; byte-level models and exports need it), and the model
-try:
-    meta = read_meta(data_dir)
-    splits = {s: open_tokens(data_dir, s, meta) for s in ('train', 'val', 'test')
-              if s != 'test' or os.path.exists(os.path.join(data_dir, 'test.bin'))}
-    try:
-        tokenizer = tokenizer_from_meta(meta)
-        nbytes_of = torch.tensor([len(b) for b in tokenizer.token_bytes()], dtype=torch.float64)
-    except (ValueError, OSError) as e:
-        if save_hf or byte_pool:
-            raise
-        tokenizer = nbytes_of = None
-        print(f"note: no bits per byte ({e})")
-    torch.manual_seed(seed)  # the same initial weights on every rank
-    checkpoint, growth, record, origin = None, None, {}, init_from
-    shape = {k: config[k] for k in ('arch', 'n_layer', 'n_head', 'n_embd', 'mlp_width', 'vocab_size', 'block_size')
-             if config[k] is not None}
-    if init_from == 'scratch':
-        shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # a multiple of 64: matmul-friendly
-        shape.update({k: config[k] for k in ('byte_pool', 'byte_embd', 'byte_head', 'byte_layer', 'byte_block')
-                      if byte_pool})
-        model = GPT(preset_config(model_preset, dropout=dropout, **shape) if model_preset else
-                    GPTConfig(dropout=dropout, **shape))
-        if byte_pool:
-            from byte_pool import byte_table
-            model.byte_table.copy_(byte_table(tokenizer.token_bytes(), model.config.vocab_size, byte_block))
-    elif init_from == 'resume':
-        model, source = load_model(ckpt_path)  # float32: what AdamW updates; the checksum is verified
-        checkpoint, seen = source['checkpoint'], source['checkpoint'].get('data') or {}
-        if max_iters < checkpoint['iter_num']:
-            raise ValueError(f"max_iters={max_iters} is below the checkpoint's iteration {checkpoint['iter_num']}: a "
-                             f"resume only continues")
-        growth, origin, record = checkpoint.get('growth'), checkpoint.get('origin', init_from), checkpoint['record']
-        check_tokenizers(seen, meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
-        if seen.get('train_tokens', meta.get('train_tokens')) != meta.get('train_tokens'):
-            raise ValueError(f"{ckpt_path} trained on a dataset of {seen['train_tokens']:,} tokens, {data_dir} holds "
-                             f"{meta.get('train_tokens')}: resume on the run's own dataset")
-    else:
-        model, source = load_model(init_from)
-        record = source['record']
-        if tokenizer_record(source) is not None:  # a model records the tokenizer its ids belong to
-            check_tokenizers(tokenizer_record(source), meta, f'the model {init_from}', f'the dataset {data_dir}')
-        if set(shape) - {'block_size'}:
-            raise ValueError(f"init_from={init_from!r} takes the shape from the model: drop "
-                             f"{sorted(set(shape) - {'block_size'})}")
-        model.config.dropout = dropout  # a pretrained model trains with this run's dropout
-        for m in model.modules():
-            if isinstance(m, torch.nn.Dropout):
-                m.p = dropout
-    check_tokenizers(model, meta, 'the model', f'the dataset {data_dir}')
-    if model.config.byte_pool:
-        from byte_pool import check_byte_table
-        check_byte_table(model, tokenizer)
-    config['block_size'] = block_size = block_size or model.config.block_size
-    if block_size > model.config.block_size:
-        raise ValueError(f"block_size={block_size} exceeds the model's context of {model.config.block_size}")
-    if min(len(d) for d in splits.values()) <= block_size:
-        raise ValueError(f"{data_dir}: a split has fewer than block_size+1={block_size + 1} tokens")
-except (ValueError, OSError) as e:
-    fail(e)
 
 
 def to_device(xy):
@@ -274,22 +201,135 @@ def evaluate(m, split='val'):
     return estimate_loss(m, batches, nbytes_of, autocast)[:2]
 
 
-if grow is not None and checkpoint is None:
-    # grown on the CPU in float64 before compile and DDP (every rank grows the same model from the same seed);
-    # exactness measured on real text: 4 sequences of val batch 0, up to 256 tokens each
-    from expand import describe, grow as expand
-    small_val_loss, small = evaluate(model.to(device))[0], model.config
+def get_lr(it):
+    """Linear warmup, then cosine from learning_rate to min_lr at lr_decay_iters (min_lr = learning_rate: constant)."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    ratio = min(1.0, (it - warmup_iters) / max(1, (lr_decay_iters or max_iters) - warmup_iters))
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+def full_state():
+    """(model, optimizer) state dicts as ckpt.pt holds them; with fsdp a collective gathering whole tensors."""
+    if not fsdp:
+        return raw_model.state_dict(), optimizer.state_dict()
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(raw_model, options=opts), get_optimizer_state_dict(raw_model, optimizer, options=opts)
+
+
+def log(**record):
+    """Rank 0 appends iter_num's record to metrics.jsonl (a torn last line is cut first, never merged), tells wandb."""
+    record = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, **record)
     try:
+        files.append_jsonl(metrics_path, record) if master else None
+        wandb.log(record, step=record['iter']) if master and wandb_log else None
+        agree(None)
+    except files.FileError as e:
+        agree(f"{e} (resume from the last checkpoint)")
+
+
+def evaluate_and_save():
+    """Every rank evaluates (a sharded forward needs them all; a replicated one gives all the same loss) and saves
+    (sharded states are gathered); rank 0 writes ckpt.pt atomically, with a checksum of the content."""
+    global best_val_loss, best_iter
+    val_loss, val_bpb = evaluate(fwd_model)
+    if not math.isfinite(val_loss):
+        fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good state "
+             f"(try a lower learning_rate or more warmup_iters)") if master else sys.exit(1)
+    row = dict(val_loss=val_loss, val_bpb=val_bpb, lr=get_lr(iter_num - 1) if iter_num else None,
+               **{f'params_{k}': v for k, v in raw_model.param_counts().items()},
+               **(pruner.stats() if pruner is not None else {}))
+    if iter_num == max_iters and 'test' in splits:
+        row['test_loss'], row['test_bpb'] = evaluate(fwd_model, 'test')
+    print0(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else ""))
+    log(**row)
+    due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
+    if iter_num == 0 or not due or (val_loss >= best_val_loss and not always_save_checkpoint):
+        return
+    best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
+    rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
+    ranks = [rng] * world_size  # every rank's dropout state, so a resume on as many ranks is exact
+    dist.all_gather_object(ranks, rng) if ddp else None
+    (model_sd, optim_sd), masks, error = full_state(), pruner.state_dict() if pruner is not None else None, None
+    if master:
+        ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config), config=config,
+                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=ranks, origin=origin,
+                    log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record, pruner=masks,
+                    data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars', 'train_tokens')})
+        ckpt['checksum'] = files.checksum(ckpt)
+        try:
+            files.write(ckpt_path, lambda f: torch.save(ckpt, f))
+        except files.FileError as e:
+            error = f"{e} ({ckpt_path} still holds the previous checkpoint; resume from it)"
+    agree(error)
+
+
+agree(out_dir_error() if master else None)
+
+# data, its tokenizer (bits per byte for any model; byte-level models and exports need it), and the model
+try:
+    meta = read_meta(data_dir)
+    splits = {s: open_tokens(data_dir, s, meta) for s in ('train', 'val', 'test')
+              if s != 'test' or os.path.exists(os.path.join(data_dir, 'test.bin'))}
+    try:
+        tokenizer = tokenizer_from_meta(meta)
+        nbytes_of = torch.tensor([len(b) for b in tokenizer.token_bytes()], dtype=torch.float64)
+    except (ValueError, OSError) as e:
+        if save_hf or byte_pool:
+            raise
+        tokenizer = nbytes_of = None
+        print(f"note: no bits per byte ({e})")
+    torch.manual_seed(seed)  # the same initial weights on every rank
+    checkpoint, growth, record, origin = None, None, {}, init_from
+    shape = {k: config[k] for k in ('arch', 'n_layer', 'n_head', 'n_embd', 'mlp_width', 'vocab_size', 'block_size')
+             if config[k] is not None}
+    if init_from == 'scratch':
+        shape.setdefault('vocab_size', -(-meta['vocab_size'] // 64) * 64)  # a multiple of 64: matmul-friendly
+        shape.update(dropout=dropout, **{k: v for k, v in config.items() if k.startswith('byte_') and byte_pool})
+        model = GPT(preset_config(model_preset, **shape) if model_preset else GPTConfig(**shape))
+        if byte_pool:
+            model.byte_table.copy_(byte_table(tokenizer.token_bytes(), model.config.vocab_size, byte_block))
+    elif init_from == 'resume':
+        model, source = load_model(ckpt_path)  # float32: what AdamW updates; the checksum is verified
+        checkpoint, seen = source['checkpoint'], source['checkpoint'].get('data') or {}
+        if max_iters < checkpoint['iter_num']:
+            raise ValueError(f"max_iters={max_iters} is below the checkpoint's iteration {checkpoint['iter_num']}: a "
+                             f"resume only continues")
+        growth, origin, record = checkpoint.get('growth'), checkpoint.get('origin', init_from), checkpoint['record']
+        check_tokenizers(seen, meta, f'the checkpoint {ckpt_path}', f'the dataset {data_dir}')
+        if seen.get('train_tokens', meta.get('train_tokens')) != meta.get('train_tokens'):
+            raise ValueError(f"{ckpt_path} trained on a dataset of {seen['train_tokens']:,} tokens, {data_dir} holds "
+                             f"{meta.get('train_tokens')}: resume on the run's own dataset")
+    else:
+        model, source = load_model(init_from)
+        record = source['record']
+        if tokenizer_record(source) is not None:  # a model records the tokenizer its ids belong to
+            check_tokenizers(tokenizer_record(source), meta, f'the model {init_from}', f'the dataset {data_dir}')
+        if extra := sorted(set(shape) - {'block_size'}):
+            raise ValueError(f"init_from={init_from!r} takes the shape from the model: drop {extra}")
+        model.config.dropout = dropout  # a pretrained model trains with this run's dropout
+        for m in [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]:
+            m.p = dropout
+    check_tokenizers(model, meta, 'the model', f'the dataset {data_dir}')
+    check_byte_table(model, tokenizer) if model.config.byte_pool else None
+    config['block_size'] = block_size = block_size or model.config.block_size
+    if block_size > model.config.block_size:
+        raise ValueError(f"block_size={block_size} exceeds the model's context of {model.config.block_size}")
+    if min(len(d) for d in splits.values()) <= block_size:
+        raise ValueError(f"{data_dir}: a split has fewer than block_size+1={block_size + 1} tokens")
+    if grow is not None and checkpoint is None:
+        # grown on the CPU in float64 before compile and DDP (every rank grows the same model from the same seed);
+        # exactness measured on real text: 4 sequences of val batch 0, up to 256 tokens each
+        small_val_loss, small = evaluate(model.to(device))[0], model.config
         idx = to_device(sample_batch(splits['val'], 0, (0,), batch_size, block_size))[0][:4, :256].cpu()
         model, growth = expand(model.cpu(), idx, **{'seed': seed, **grow})
-    except ValueError as e:
-        fail(e)
-    growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss, **({'parent': record} if record
-                                                                                         else {}))
-    record = {}  # the growth record holds the source's; new units train from 0, so no source masks carry over
-    print(f"grew {describe(small)} -> {describe(model.config)}: max |dlogits| {growth['max_abs_dlogits']:.3e} against "
-          f"the small model (tolerance {growth['tolerance']:g}); small model val loss {small_val_loss:.4f}") if master \
-        else None
+        growth = dict(expanded_from=init_from, **growth, small_val_loss=small_val_loss,
+                      **({'parent': record} if record else {}))
+        record = {}  # the growth record holds the source's; new units train from 0, so no source masks carry over
+        print0(f"grew {describe(small)} -> {describe(model.config)}: max |dlogits| {growth['max_abs_dlogits']:.3e} vs "
+               f"the small model (tolerance {growth['tolerance']:g}); small model val loss {small_val_loss:.4f}")
+except (ValueError, OSError) as e:
+    fail(e)
 raw_model = model.to(device)  # the GPT itself (sharded in place with fsdp): state, pruning, evaluation, saving
 if fsdp:  # FSDP2: each block one unit (gathered for its forward/backward); the root holds embeddings, ln_f and head
     from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
@@ -310,7 +350,6 @@ if checkpoint is None and init_from != 'scratch' and grow is None:  # a pruned s
     if source_masks is None and (record.get('pruning') or (record.get('sparsity') or 0) > 0):
         source_masks = {n: w != 0 for n, w in raw_model.linear_weights().items()}
 if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pruner'):
-    from prune import Pruner
     # calibration: train batches keyed by an iteration no run reaches (never trained on), the same on every rank
     calib = (lambda: [to_device(sample_batch(splits['train'], seed, (2 ** 31 - 1, k), batch_size, block_size))[0]
                       for k in range(calib_batches)]) if calibrated else None
@@ -321,18 +360,13 @@ if final_sparsity > 0 or source_masks is not None or (checkpoint or {}).get('pru
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
 flops_per_iter, peak = raw_model.flops_per_token(block_size) * tokens_per_iter, peak_flops(device)
 iter_num, best_val_loss, best_iter, loss_sum, iters_since_log = 0, float('inf'), None, torch.zeros((), device=device), 0
-if checkpoint is not None:
-    if fsdp:  # saved whole, keyed by parameter name
-        set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'],
-                                 options=StateDictOptions(full_state_dict=True))
-    else:
-        optimizer.load_state_dict(checkpoint['optimizer'])
+if checkpoint is not None:  # the optimizer (with fsdp saved whole, keyed by parameter name), the pruner, the counters
+    set_optimizer_state_dict(raw_model, optimizer, checkpoint['optimizer'], options=StateDictOptions(
+        full_state_dict=True)) if fsdp else optimizer.load_state_dict(checkpoint['optimizer'])
     pruner.load_state_dict(checkpoint['pruner']) if pruner is not None else None
-    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-    best_iter = checkpoint.get('best_iter')
-    loss_value, iters_since_log = checkpoint['log_window']  # the open train-loss window: logged losses resume exactly
-    loss_sum.fill_(loss_value if master else 0.0)
-    ranks = checkpoint['rng_ranks']
+    iter_num, best_val_loss, ranks = checkpoint['iter_num'], checkpoint['best_val_loss'], checkpoint['rng_ranks']
+    best_iter, (loss_value, iters_since_log) = checkpoint.get('best_iter'), checkpoint['log_window']
+    loss_sum.fill_(loss_value if master else 0.0)  # the open train-loss window: logged losses resume exactly
     try:  # another number of ranks: the data replays exactly, dropout cannot
         torch.manual_seed(seed + rank + iter_num * world_size) if len(ranks) != world_size else \
             torch.set_rng_state(ranks[rank]['torch'])
@@ -343,74 +377,6 @@ if checkpoint is not None:
     checkpoint = source = None  # free the loaded weights and optimizer state
 else:
     torch.manual_seed(seed + rank)  # after the (identical) init: dropout differs across ranks
-
-
-def get_lr(it):
-    """Linear warmup for warmup_iters, then cosine from learning_rate to min_lr at lr_decay_iters (min_lr =
-    learning_rate: constant)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    ratio = min(1.0, (it - warmup_iters) / max(1, (lr_decay_iters or max_iters) - warmup_iters))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-
-def full_state():
-    """(model, optimizer) state dicts as ckpt.pt holds them; with fsdp a collective gathering whole tensors."""
-    if not fsdp:
-        return raw_model.state_dict(), optimizer.state_dict()
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    return get_model_state_dict(raw_model, options=opts), get_optimizer_state_dict(raw_model, optimizer, options=opts)
-
-
-def log(record):
-    """Rank 0 appends a record to metrics.jsonl (a torn last line is cut first, never merged) and tells wandb."""
-    try:
-        files.append_jsonl(metrics_path, record) if master else None
-        wandb.log(record, step=record['iter']) if master and wandb_log else None
-        agree(None)
-    except files.FileError as e:
-        agree(f"{e} (resume from the last checkpoint)")
-
-
-def evaluate_and_save():
-    """Every rank evaluates (a sharded forward needs them all; a replicated one gives all the same loss) and saves
-    (sharded states are gathered); rank 0 writes ckpt.pt atomically, with a checksum of the content."""
-    global best_val_loss, best_iter
-    val_loss, val_bpb = evaluate(fwd_model)
-    if not math.isfinite(val_loss):
-        fail(f"val loss is {val_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last good state "
-             f"(try a lower learning_rate or more warmup_iters)") if master else sys.exit(1)
-    row = dict(iter=iter_num, tokens=iter_num * tokens_per_iter, val_loss=val_loss, val_bpb=val_bpb,
-               lr=get_lr(iter_num - 1) if iter_num else None,
-               **{f'params_{k}': v for k, v in raw_model.param_counts().items()},
-               **(pruner.stats() if pruner is not None else {}))
-    if iter_num == max_iters and 'test' in splits:
-        row['test_loss'], row['test_bpb'] = evaluate(fwd_model, 'test')
-    print(f"iter {iter_num}: val loss {val_loss:.4f}" + (f" ({val_bpb:.4f} bits/byte)" if val_bpb else "")) \
-        if master else None
-    log(row)
-    due = checkpoint_interval is None or iter_num % checkpoint_interval == 0 or iter_num == max_iters
-    if iter_num == 0 or not due or (val_loss >= best_val_loss and not always_save_checkpoint):
-        return
-    best_val_loss, best_iter = (val_loss, iter_num) if val_loss < best_val_loss else (best_val_loss, best_iter)
-    rng = dict(torch=torch.get_rng_state(), **({'cuda': torch.cuda.get_rng_state()} if device_type == 'cuda' else {}))
-    ranks = [rng] * world_size  # every rank's dropout state, so a resume on as many ranks is exact
-    dist.all_gather_object(ranks, rng) if ddp else None
-    (model_sd, optim_sd), masks, error = full_state(), pruner.state_dict() if pruner is not None else None, None
-    if master:
-        ckpt = dict(model=model_sd, optimizer=optim_sd, model_args=asdict(raw_model.config), config=config,
-                    iter_num=iter_num, best_val_loss=best_val_loss, best_iter=best_iter, rng_ranks=ranks,
-                    origin=origin, log_window=(loss_sum.item(), iters_since_log), growth=growth, record=record,
-                    data={k: meta.get(k) for k in ('tokenizer', 'vocab_size', 'eot', 'chars', 'train_tokens')},
-                    pruner=masks)
-        ckpt['checksum'] = files.checksum(ckpt)
-        try:
-            files.write(ckpt_path, lambda f: torch.save(ckpt, f))
-        except files.FileError as e:
-            error = f"{e} ({ckpt_path} still holds the previous checkpoint; resume from it)"
-    agree(error)
-
-
 agree((files.claim(out_dir) or out_dir_error()) if master else None)
 if master:  # the record of what this run is; a resume drops the records of iterations it is about to replay
     try:
@@ -434,8 +400,7 @@ if master:  # the record of what this run is; a resume drops the records of iter
 if init_from != 'resume':
     # max_iters=0 only exports: an event at iteration 0 (one-shot pruning), which training runs after iteration 0's
     # update, runs before the one evaluation instead, so that the val loss and save_hf's model are the pruned one's
-    if max_iters == 0 and final_sparsity > 0 and prune_end == 0:
-        pruner.step(0)
+    pruner.step(0) if max_iters == 0 and final_sparsity > 0 and prune_end == 0 else None
     evaluate_and_save()
 t0, timed_iters, first_iter = None, 0, iter_num  # the first iteration (compile, warm-up) is not timed
 try:
@@ -445,8 +410,7 @@ try:
             group['lr'] = lr
         # this rank's sequences in chunks of micro_batch_size; each chunk's mean loss weighted by its share of the
         # batch, and the ranks' mean (DDP's all-reduce, FSDP's reduce-scatter): the gradient of the batch mean
-        x, y = get_batch(iter_num)
-        chunks = local_seqs // micro
+        (x, y), chunks = get_batch(iter_num), local_seqs // micro
         for j in range(chunks):
             last = j == chunks - 1  # gradients are reduced across ranks after the last chunk only
             raw_model.set_requires_gradient_sync(last) if fsdp else None
@@ -471,16 +435,12 @@ try:
             if not math.isfinite(train_loss):
                 fail(f"train loss is {train_loss} at iter {iter_num}: training diverged; {ckpt_path} keeps the last "
                      f"good state (try a lower learning_rate or more warmup_iters)") if master else sys.exit(1)
-            dt = (time.time() - t0) / timed_iters if timed_iters else None
-            t0, timed_iters = time.time(), 0
+            dt, t0, timed_iters = (time.time() - t0) / timed_iters if timed_iters else None, time.time(), 0
             mfu = flops_per_iter / dt / (peak * world_size) if peak and dt else None
-            print(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}" + (
-                f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else " (warm-up, not timed)")
-                + (f", mfu {mfu * 100:.1f}%" if mfu else "")) if master else None
-            log(dict(iter=iter_num, tokens=iter_num * tokens_per_iter, train_loss=train_loss, lr=lr,
-                     tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu,
-                     **({'peak_mem_gib': torch.cuda.max_memory_allocated() / 2 ** 30} if device_type == 'cuda'
-                        else {})))
+            speed = f", {dt * 1000:.1f} ms/iter, {tokens_per_iter / dt:,.0f} tok/s" if dt else " (warm-up, not timed)"
+            print0(f"iter {iter_num}: loss {train_loss:.4f}, lr {lr:.3e}{speed}" + (f", mfu {mfu:.1%}" if mfu else ""))
+            log(train_loss=train_loss, lr=lr, tok_per_sec=tokens_per_iter / dt if dt else None, mfu=mfu,
+                **({'peak_mem_gib': torch.cuda.max_memory_allocated() / 2 ** 30} if device_type == 'cuda' else {}))
         if iter_num % eval_interval == 0 or iter_num == max_iters:
             if ddp and iters_since_log:  # the open train-loss window, folded into rank 0, which checkpoints it
                 dist.all_reduce(loss_sum)
