@@ -39,6 +39,14 @@ def train_patched(patch, *args, timeout=120, script='train.py', cwd=REPO):
                           capture_output=True, text=True, timeout=timeout)
 
 
+# a patch for train_patched: Ctrl-C lands in the script's first `import torch` or `import numpy`, after configurator
+# (the interpreter's start is not ours); raised there, not sent by a timer, whose signal can arrive after start-up on a
+# fast machine or vanish in a bare except
+STOP_AT_IMPORT = ("import builtins\nimport configurator\n_import = builtins.__import__\n"
+                  "def _stop(name, *a, **k):\n    if name in ('torch', 'numpy'):\n        raise KeyboardInterrupt\n"
+                  "    return _import(name, *a, **k)\nbuiltins.__import__ = _stop\n")
+
+
 SERVER = r'''
 import atexit, json, os, runpy, signal, sys, tempfile, traceback
 sys.path.insert(0, sys.argv[1])

@@ -1,13 +1,9 @@
 """The configurator every script uses: config files and --key=value overrides against a script's defaults, type and
 rule checks that name the key, --help for every script, and Ctrl-C during start-up ending with status 130."""
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import STOP_AT_IMPORT, run_script, train_patched
 from configurator import Rule, between, check, nullable, one_of, parse, positive
 
 DEFAULTS = dict(out_dir='out', n_layer=None, max_iters=5000, learning_rate=6e-4, compile=False, betas=(0.9, 0.95),
@@ -75,11 +71,8 @@ def test_help_lists_the_settings(script):
 
 
 def test_ctrl_c_during_start_up_is_one_line_and_130(tmp_path):
-    """SIGINT while train.py is still importing and checking: status 130, one line, no traceback, no out_dir."""
-    p = subprocess.Popen([sys.executable, 'train.py', f'--out_dir={tmp_path / "out"}', '--device=cpu'], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    time.sleep(1.0)  # inside `import torch`, before the configurator's excepthook exists, or just after
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=60)
-    assert p.returncode == 130 and err.strip() == 'error: interrupted (Ctrl-C)' and not (tmp_path / 'out').exists(), err
+    """Ctrl-C while train.py is still importing (conftest.STOP_AT_IMPORT): status 130, one line, no traceback, no
+    out_dir."""
+    r = train_patched(STOP_AT_IMPORT, f'--out_dir={tmp_path / "out"}', '--device=cpu')
+    assert r.returncode == 130 and r.stderr.strip() == 'error: interrupted (Ctrl-C)', r.stderr
+    assert not (tmp_path / 'out').exists()

@@ -13,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, run_script, train_patched
+from conftest import REPO, STOP_AT_IMPORT, run_script, train_patched
 
 ENV = dict(os.environ, OMP_NUM_THREADS='1')
 TINY = ['--device=cpu', '--dtype=float32', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=32',
@@ -470,11 +470,7 @@ CTRL_C = [('eval.py', ['--init_from=run', "--tasks=['val']", D, '--out_json=e.js
 def test_ctrl_c_anywhere_is_130_and_one_line(ws, script, args, where, when):
     """Ctrl-C while the script imports torch, or in the middle of its work (the call named): status 130, one line,
     no traceback, and the workspace as it was (nothing half-written)."""
-    # start-up: the interrupt lands in the script's first `import torch` or `import numpy`, after configurator (the
-    # interpreter's start is not ours); raised there, not sent by a timer, whose interrupt can vanish in a bare except
-    patch = ("import builtins\nimport configurator\n_import = builtins.__import__\n"
-             "def _stop(name, *a, **k):\n    if name in ('torch', 'numpy'):\n        raise KeyboardInterrupt\n"
-             "    return _import(name, *a, **k)\nbuiltins.__import__ = _stop\n" if when == 'start-up' else stop(where))
+    patch = STOP_AT_IMPORT if when == 'start-up' else stop(where)
     before = snapshot(ws)
     r = train_patched(patch, *args, script=script, cwd=ws)
     assert r.returncode == 130 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
