@@ -41,6 +41,8 @@ if not torch.cuda.is_available() or not set(anchors) <= set(PRESETS):
     cf.fail("bench.py measures a GPU: run it where torch sees one (and anchors among model.PRESETS)", cf.CONFIG_ERROR)
 results = dict(config=config, gpu=torch.cuda.get_device_name(), torch=torch.__version__, rows=[])
 median = lambda xs: v[len(v) // 2] if (v := sorted(x for x in xs if x is not None)) else None
+# out_json rewritten at each row: a bench cut short (a lent GPU's time ran out) keeps the rows before
+record = lambda row: results['rows'].append(row) or (write_json(out_json, results) if out_json else None)
 
 
 def gpt2_reference(c):
@@ -100,7 +102,7 @@ if mode == 'experiment':  # n copies of train.py at once, their metrics records 
             runs, wall = [[json.loads(line) for line in open(f'{tmp}/{i}/metrics.jsonl') if 'tok_per_sec' in line]
                           for i in range(n)], time.time() - t0
         speeds = [median(r['tok_per_sec'] for r in recs[1:]) for recs in runs]
-        results['rows'].append(row := dict(
+        record(row := dict(
             workload=name, variant=variant, parallel=n, tok_per_sec=speeds, aggregate=sum(speeds),
             mfu=median(median(r['mfu'] for r in recs[1:]) for recs in runs), wall_seconds=wall,
             peak_mem_gib=max(max((r.get('peak_mem_gib') or 0) for r in recs) for recs in runs),
@@ -121,8 +123,6 @@ else:  # anchors
                    nanogpt_gpt2=time_steps(gpt2_reference(g2), lambda m: m, fpt, f'{preset} nanoGPT-style GPT-2'))
         row.update(vs_transformers=row['ours']['tok_per_sec'] / row['transformers']['tok_per_sec'],
                    vs_nanogpt=row['ours']['tok_per_sec'] / row['nanogpt_gpt2']['tok_per_sec'])
-        results['rows'].append(row)
+        record(row)
         print(f"{preset}: {row['vs_transformers']:.2f}x transformers, {row['vs_nanogpt']:.2f}x nanoGPT", flush=True)
-if out_json:
-    write_json(out_json, results)
-    print(f"wrote {out_json}")
+print(f"wrote {out_json}") if out_json else None

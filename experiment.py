@@ -2,7 +2,6 @@
 to its non-zero count) reach a loss with fewer tokens than Recipe 1 (scratch), the status quo and the small model?
   python experiment.py config/experiment_toy_cpu.py               # toy scale on a CPU, offline (README)
   python experiment.py config/experiment_a.py --plot_only=True    # summary + plots from the run folders
-  python experiment.py --compare="['out-exp-a', 'out-exp-31m']" --exp_dir=out-trend   # Recipe 2's speed-up by scale
 Every point of each arm's grid runs at seeds[0], the best by final val loss at seeds[1:] unless at the grid's edge.
 A run is train.py in exp_dir/<arm>/<point>_s<seed> ('{small}': exp_dir/small/s<seed>, pretrained per seed). A rerun
 continues (finished runs never run again); a folder holding a run of another command or config text is refused."""
@@ -212,12 +211,20 @@ def summarize(names):
         a['test_loss'], a['test_loss_std'] = mean_std(d['test_loss'] for d in a['runs'].values())
         a['mean_curve'] = [(t, float(np.mean([c[t] for c in curves]))) for t in sorted(curves[0]) if all(
             t in c for c in curves)]
-        a['params'] = next(iter(a['runs'].values()))['params']
     # speed-ups against Recipe 1 and against the baseline Recipe 2 must beat: the better of Recipe 1 and the status quo
     base = min((b for b in ('recipe1', 'status_quo') if b in out), key=lambda b: out[b]['final_val_loss'])
     for arm, a in out.items():
-        for ref, tag in (('recipe1', ''), (base, '_vs_baseline')):
-            ups = speedups(a['runs'], out[ref]['runs'])
+        for ref, tag, ups in (('recipe1', '', []), (base, '_vs_baseline', [])):
+            # per seed against ref at the same seed, ref's / this arm's: tokens (after growth, and with the small
+            # model's pretraining), FLOPs as the dense matmuls that ran and as the non-zero weights' share
+            for s, d in a['runs'].items():
+                r = out[ref]['runs'].get(s)
+                if r is None or (t := tokens_to_reach(d['curve'], r['final_val_loss'])) is None:
+                    continue
+                f, f_ref, sunk = t * d['flops_per_token'], r['tokens'] * r['flops_per_token'], d['sunk_tokens']
+                pre = None if sunk is None and d['from_small'] else sunk or 0
+                ups.append([(r['tokens'], t), (r['tokens'], None if pre is None else t + pre), (f_ref, f),
+                            (f_ref * r['nonzero_share'], f * d['nonzero_share'])])
             for k, pairs in zip(('tokens', 'with_pretraining', 'flops', 'flops_nonzero'), list(zip(*ups)) or [()] * 4):
                 a[f'speedup{tag}_{k}'], a[f'speedup{tag}_{k}_std'] = mean_std(
                     x / b if b > 0 else math.inf for x, b in pairs if b is not None)
@@ -226,20 +233,6 @@ def summarize(names):
     N, budget = out.get('recipe2', {}).get('N'), out['recipe1']['mean_curve'][-1][0]
     return dict(seeds=seeds, budget_tokens=budget, N=N, arms=out, sweep=sweep, baseline=base,
                 N_text=f"N = {fmt_tokens(N)} tokens" if N is not None else f"N not reached within {fmt_tokens(budget)}")
-
-
-def speedups(runs, ref):
-    """Per seed against ref at the same seed, ref's / this arm's: tokens to ref's final loss (after growth, and with
-    the small model's pretraining), FLOPs as the dense matmuls that ran and as the non-zero weights' share."""
-    ups = []
-    for s, d in runs.items():
-        if s not in ref or (t := tokens_to_reach(d['curve'], ref[s]['final_val_loss'])) is None:
-            continue
-        r, f, sunk = ref[s], t * d['flops_per_token'], d['sunk_tokens']
-        f_ref, pre = r['tokens'] * r['flops_per_token'], None if sunk is None and d['from_small'] else sunk or 0
-        ups.append([(r['tokens'], t), (r['tokens'], None if pre is None else t + pre), (f_ref, f),
-                    (f_ref * r['nonzero_share'], f * d['nonzero_share'])])
-    return ups
 
 
 def markdown(s):
@@ -263,8 +256,8 @@ def markdown(s):
 
 def plot(s):
     """hypothesis.png: each arm at its best point, the mean over seeds and the min-max band; lr.png: the sweep."""
-    if not (plt := pyplot()):
-        return
+    import matplotlib.pyplot as plt
+    plt.switch_backend('Agg')  # no display needed
     (fig, ax), (fig_lr, ax_lr), lows, lines = plt.subplots(figsize=(8, 5)), plt.subplots(figsize=(7, 4.5)), [], {}
     for arm, a in s['arms'].items():
         t = np.array([x for x, _ in a['mean_curve']])
@@ -308,40 +301,31 @@ def trend(dirs):
         if 'recipe2' not in s['arms'] or 'baseline' not in s:
             raise ValueError(f"{path}: no Recipe 2 arm, or written before the baseline speed-up: finish the experiment "
                              f"or redraw it (python experiment.py <its config> --exp_dir={d} --plot_only=True)")
-        r2, a = s['arms']['recipe2'], s['arms']
-        pts.append((r2['params'], os.path.basename(os.path.normpath(d)), [(
+        r2, a, run = s['arms']['recipe2'], s['arms'], next(iter(s['arms']['recipe2']['runs'].values()))
+        pts.append((run['params'], os.path.basename(os.path.normpath(d)), [(
             num(r2, f'speedup_vs_baseline_{k}'), num(r2, f'speedup_vs_baseline_{k}_std') or 0) for k in (
             'tokens', 'with_pretraining')]))
-        rows.append(f"| {pts[-1][1]} | {r2['params'] / 1e6:.1f} M | {fmt_tokens(s['budget_tokens'])} | "
-                    f"{fmt_tokens(next(iter(r2['runs'].values()))['sunk_tokens'])} | {loss(r2)} | {s['baseline']} "
+        rows.append(f"| {pts[-1][1]} | {run['params'] / 1e6:.1f} M | {fmt_tokens(s['budget_tokens'])} | "
+                    f"{fmt_tokens(run['sunk_tokens'])} | {loss(r2)} | {s['baseline']} "
                     f"{loss(a[s['baseline']])} | {loss(a.get('small_continued'))} | "
                     + ' | '.join(pm(*u, 2) for u in pts[-1][2]) + ' |')
     if why := check_dest(exp_dir):
         raise ValueError(why)
     os.makedirs(exp_dir, exist_ok=True)
     write_text(os.path.join(exp_dir, 'compare.md'), '\n'.join(rows) + '\n')
-    if plt := pyplot():
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for i, label in enumerate(('tokens after growth', "with the small model's pretraining")):
-            ax.errorbar(*zip(*[(x, up[i][0] or math.nan, up[i][1]) for x, _, up in sorted(pts)]), fmt='o-',
-                        capsize=3, label=label)
-        for x, name, up in pts:
-            ax.annotate(name, (x, up[0][0]), fontsize=7, xytext=(4, 4), textcoords='offset points')
-        ax.axhline(1, color='k', lw=0.8, ls=':')
-        ax.set(xscale='log', xlabel='parameters of the large model', ylabel='speed-up of Recipe 2 over the baseline')
-        ax.set_title('Recipe 2 against the better of Recipe 1 and the status quo; bars: std over seeds', fontsize=9)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(os.path.join(exp_dir, 'trend.png'), dpi=120)
-
-
-def pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return print("matplotlib is not installed: summary written, plots skipped", file=sys.stderr)
+    import matplotlib.pyplot as plt
     plt.switch_backend('Agg')
-    return plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, label in enumerate(('tokens after growth', "with the small model's pretraining")):
+        ax.errorbar(*zip(*[(x, up[i][0] or math.nan, up[i][1]) for x, _, up in sorted(pts)]), fmt='o-', label=label)
+    for x, name, up in pts:
+        ax.annotate(name, (x, up[0][0]), fontsize=7, xytext=(4, 4), textcoords='offset points')
+    ax.axhline(1, color='k', lw=0.8, ls=':')
+    ax.set(xscale='log', xlabel='parameters of the large model', ylabel='speed-up of Recipe 2 over the baseline')
+    ax.set_title('Recipe 2 against the better of Recipe 1 and the status quo; bars: std over seeds', fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(exp_dir, 'trend.png'), dpi=120)
 
 
 def check_config():
@@ -395,8 +379,7 @@ if __name__ == '__main__':
             run_all(sweep := [Run(a, p, seeds[0]) for a in names for p in grid(a)[0]])
             more = []
             for a in names:
-                runs = {r.point: r for r in sweep if r.arm == a}
-                best, edge = best_point({p: read_run(r)['final_val_loss'] for p, r in runs.items()})
+                best, edge = best_point({r.point: read_run(r)['final_val_loss'] for r in sweep if r.arm == a})
                 if edge:
                     print(f"[{a}] best learning rate {dict(best)['learning_rate']:g} is at the grid's edge: extend "
                           f"the grid before its seeds run", flush=True)

@@ -41,6 +41,8 @@ def write(path, writer, binary=True):
         os.replace(tmp, path)
     except OSError as e:
         raise os_error(path, e) from None
+    except Exception as e:  # an error raised while Ctrl-C unwound the writer (torch.save's zip file) is that Ctrl-C
+        raise KeyboardInterrupt if isinstance(e.__context__, KeyboardInterrupt) else e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -102,16 +104,13 @@ def checksum(obj):
     h = hashlib.sha256()
 
     def visit(v):
-        if isinstance(v, dict):
-            for k in sorted(v, key=str):
-                h.update(repr(k).encode())
-                visit(v[k])
+        if isinstance(v, dict):  # each key (its repr), then its value
+            visit([(k, v[k]) for k in sorted(v, key=str)])
         elif isinstance(v, (list, tuple)):
             list(map(visit, v))
         elif isinstance(v, torch.Tensor):
-            t = v.detach().cpu().contiguous()
-            h.update(f'{t.dtype}{tuple(t.shape)}'.encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy())
+            h.update(f'{v.dtype}{tuple(v.shape)}'.encode())
+            h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
         else:
             h.update(repr(v).encode())
     visit(obj)

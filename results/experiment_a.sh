@@ -9,6 +9,7 @@
 #   bash results/experiment_a.sh data                # shards 00-03 -> data/enwiki_neox (the arms)
 #   bash results/experiment_a.sh start               # experiment.py in its own session (outlives the call)
 #   bash results/experiment_a.sh collect             # progress, and every run's records into $OUT (no checkpoints)
+#   bash results/experiment_a.sh bench               # bench.py's experiment mode (needs data), collected the same way
 # CFG=experiment_a_80m (or experiment_a_160m, experiment_a_small280m) runs that config instead, on the same data.
 # val and test: the 312 articles of enwiki_val, alternately (156 each; 424,869 and 591,532 GPT-NeoX tokens).
 # A later session continues the experiment from the committed folders (start copies them into out-exp-a/).
@@ -29,10 +30,15 @@ case "$1" in
     start) mkdir -p out-logs
            # the committed runs are finished and never rerun; the small models' checkpoints were not committed (too
            # large), so each is pretrained again (same seed, same data) beside its first run, kept as small/s<seed>.first
+           # (a later pretraining's record is replaced by the next: the runs it started are in the results' log)
            if [ "$CFG" = experiment_a ] && [ ! -d out-exp-a ]; then cp -r results/experiment_a out-exp-a
-               for d in out-exp-a/small/s*; do [ -f "$d/ckpt.pt" ] || mv "$d" "$d.first"; done; fi
+               for d in out-exp-a/small/s[0-9]*; do case "$d" in *.first) continue ;; esac
+                   [ -f "$d/ckpt.pt" ] || { [ -d "$d.first" ] && rm -rf "$d"; } || mv "$d" "$d.first"; done; fi
            setsid nohup $PY experiment.py config/$CFG.py "${@:2}" > out-logs/$CFG.log 2>&1 < /dev/null &
            sleep 60; tail -5 out-logs/$CFG.log ;;
+    bench) setsid nohup $PY bench.py --data_dir=data/enwiki_neox --out_json=out-logs/bench_h200_experiment.json \
+               > out-logs/bench.log 2>&1 < /dev/null &  # issue 23: alone on the GPU; rows land as they finish
+           sleep 30; tail -3 out-logs/bench.log ;;
     collect) sleep "${2:-0}"
              grep -c 'finished in' out-logs/$CFG.log || true
              tail -4 out-logs/$CFG.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
