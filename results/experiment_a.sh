@@ -10,7 +10,8 @@
 #   bash results/experiment_a.sh start               # experiment.py in its own session (outlives the call)
 #   bash results/experiment_a.sh collect             # progress, and every run's records into $OUT (no checkpoints)
 #   bash results/experiment_a.sh bench               # bench.py's experiment mode (needs data), collected the same way
-# CFG=experiment_a_80m (or experiment_a_160m, experiment_a_small280m) runs that config instead, on the same data.
+# CFG=experiment_a_80m (or experiment_a_160m, experiment_a_small280m, experiment_b, experiment_31m) runs that config
+# instead, on the same data (several configs may run at once, each started by its own call).
 # val and test: the 312 articles of enwiki_val, alternately (156 each; 424,869 and 591,532 GPT-NeoX tokens).
 # A later session continues the experiment from the committed folders (start copies them into out-exp-a/).
 set -euo pipefail
@@ -42,6 +43,6 @@ case "$1" in
     collect) sleep "${2:-0}"
              grep -c 'finished in' out-logs/$CFG.log || true
              tail -4 out-logs/$CFG.log; nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv
-             for f in out-exp-a*/*/*/train.log; do echo "$f: $(grep 'tok/s' "$f" | tail -1)"; done | tail -8
-             tar czf "$OUT/exp_a.tar.gz" --exclude='ckpt.pt' --exclude='*.tmp*' out-exp-a* out-logs ;;
+             for f in out-exp-*/*/*/train.log; do echo "$f: $(grep 'tok/s' "$f" | tail -1)"; done | tail -8
+             tar czf "$OUT/exp_a.tar.gz" --exclude='ckpt.pt' --exclude='*.tmp*' out-exp-* out-logs ;;
 esac

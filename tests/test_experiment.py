@@ -195,8 +195,8 @@ def train_defaults():
 
 
 @pytest.mark.parametrize('name', ['experiment_a.py', 'experiment_a_80m.py', 'experiment_a_160m.py',
-                                  'experiment_a_small280m.py', 'experiment_31m.py', 'experiment_70m.py',
-                                  'experiment_toy_cpu.py'])
+                                  'experiment_a_small280m.py', 'experiment_31m.py', 'experiment_b.py',
+                                  'experiment_70m.py', 'experiment_toy_cpu.py'])
 def test_shipped_experiments_resolve_to_what_they_promise(name, monkeypatch):
     """Every run of a shipped experiment resolves, through train.py's own configurator, to the arm it promises: the
     large shape for Recipe 1, the status quo and dense; growth for Recipe 2 (isotropic where named); one pruning
