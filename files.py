@@ -88,10 +88,10 @@ def append_jsonl(path, record):
     """Append one record as a line; a torn last line left by a crash is cut off first, never merged with it."""
     try:
         with open(path, 'a+b') as f:  # appends go to the end whatever the position
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - 65536))
-            if not (tail := f.read()).endswith(b'\n'):
-                f.truncate(size - len(tail) + tail.rfind(b'\n') + 1 if b'\n' in tail else 0)
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 1))
+            if f.read(1) not in (b'', b'\n'):  # torn (rare): read it all back to the last newline, however far
+                f.seek(0)
+                f.truncate(f.read().rfind(b'\n') + 1)
             f.write((json.dumps(_finite(record)) + '\n').encode())
     except OSError as e:
         raise os_error(path, e) from None

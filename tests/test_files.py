@@ -1,4 +1,4 @@
-"""files.claim: one owner per folder, and what a killed owner left behind."""
+"""files: claim (one owner per folder, and what a killed owner left behind) and append_jsonl (a torn line cut)."""
 import os
 import subprocess
 import sys
@@ -24,3 +24,17 @@ def test_claim_takes_over_a_stale_lock_and_removes_its_temp_files(tmp_path):
     live.mkdir()
     (live / 'train.lock').write_text(f"{os.getppid()} {os.uname().nodename}\n")
     assert f'in use by pid {os.getppid()}' in files.claim(str(live))
+
+
+def test_append_jsonl_cuts_a_torn_last_line_of_any_length(tmp_path):
+    """A last line without its newline (a crash mid-write) is cut back to the last newline before the next record,
+    however long it is (one longer than a read-back window was once merged); a whole file is appended to as it is."""
+    path = str(tmp_path / 'metrics.jsonl')
+    for torn in ('', '{"iter": 3, "tok', '{"iter": 3, "text": "' + 'x' * 100_000):
+        with open(path, 'w') as f:
+            f.write('{"iter": 1}\n{"iter": 2}\n' + torn)
+        files.append_jsonl(path, {'iter': 4})
+        assert open(path).read() == '{"iter": 1}\n{"iter": 2}\n{"iter": 4}\n', torn[:20]
+    open(path, 'w').write('x' * 70_000)  # nothing but a torn line: nothing to keep
+    files.append_jsonl(path, {'iter': 1})
+    assert open(path).read() == '{"iter": 1}\n'
