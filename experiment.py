@@ -39,7 +39,7 @@ compare = []                  # finished experiments' exp_dirs: only write compa
 ROLES = dict(recipe2='Recipe 2: grown, pruned', recipe2_isotropic='Recipe 2, isotropic growth',
              recipe1='Recipe 1: scratch, pruned', status_quo='status quo: dense, pruned once, retrained',
              small_continued='small model continued (dense)', dense_large='large dense from scratch')
-COLORS = dict(zip(ROLES, ('C3', 'C1', 'C0', 'C4', 'C2', 'C7')))
+COLORS, DASHES = dict(zip(ROLES, ('C3', 'C1', 'C0', 'C4', 'C2', 'C7'))), dict(balanced='--', wanda=':', sparsegpt='-.')
 HERE = os.path.dirname(os.path.abspath(__file__))  # train.py lies beside this script
 SPEED = ('--micro_batch_size=', '--compile=')  # how fast a run goes, not what it computes: may change
 point_name = lambda point: '_'.join(dict(learning_rate='lr', score='').get(k, k) + (  # point: a dict or its items
@@ -278,7 +278,7 @@ def plot(s):
             rest = point_name({k: v for k, v in p['point'].items() if k != 'learning_rate'})
             lines.setdefault((p['arm'], rest), []).append((p['point']['learning_rate'], p['final_val_loss']))
     for (arm, rest), pts in lines.items():
-        ax_lr.plot(*zip(*sorted(pts)), marker='o', color=COLORS.get(arm), ls='--' if rest == 'balanced' else '-',
+        ax_lr.plot(*zip(*sorted(pts)), marker='o', color=COLORS.get(arm), ls=DASHES.get(rest, '-'),
                    label=f"{arm} {rest if rest != 'base' else ''}")
     ax_lr.set(xscale='log', xlabel='peak learning rate', ylabel=f"final val loss (seed {s['seeds'][0]})")
     ax_lr.set_title('the sweep: every arm at every point of the same grid', fontsize=9)
