@@ -317,15 +317,15 @@ def trend(dirs):
     plt.switch_backend('Agg')
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, label in enumerate(('tokens after growth', "with the small model's pretraining")):
-        ax.errorbar(*zip(*[(x, up[i][0] or math.nan, up[i][1]) for x, _, up in sorted(pts)]), fmt='o-', label=label)
+        if reached := [(x, up[i][0], up[i][1]) for x, _, up in sorted(pts) if up[i][0] is not None]:
+            ax.errorbar(*zip(*reached), fmt='o-', label=label)
     for x, name, up in pts:
-        ax.annotate(name, (x, up[0][0]), fontsize=7, xytext=(4, 4), textcoords='offset points')
+        ax.annotate(name, (x, up[0][0] or up[1][0] or 1), fontsize=7, xytext=(4, 4), textcoords='offset points')
     ax.axhline(1, color='k', lw=0.8, ls=':')
     ax.set(xscale='log', xlabel='parameters of the large model', ylabel='speed-up of Recipe 2 over the baseline')
     ax.set_title('Recipe 2 against the better of Recipe 1 and the status quo; bars: std over seeds', fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(exp_dir, 'trend.png'), dpi=120)
+    ax.legend(fontsize=7) if ax.get_legend_handles_labels()[0] else None  # none when no point reached
+    fig.savefig(os.path.join(exp_dir, 'trend.png'), dpi=120, bbox_inches='tight')
 
 
 def check_config():

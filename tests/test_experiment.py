@@ -104,6 +104,11 @@ def test_summary_chooses_on_val_reports_test_and_seed_spread(tmp_path, monkeypat
     rows = open(tmp_path / 'trend' / 'compare.md').read().splitlines()
     assert len(rows) == 4 and rows[2] == rows[3] and rows[2].endswith("| 1.29 ± 0.06 | 0.98 ± 0.03 |")
     assert os.path.exists(tmp_path / 'trend' / 'trend.png')
+    for k in ('tokens', 'with_pretraining'):  # an experiment whose Recipe 2 never reached its baseline
+        r2[f'speedup_vs_baseline_{k}'] = r2[f'speedup_vs_baseline_{k}_std'] = None
+    json.dump(s, open(os.path.join(exp, 'summary.json'), 'w'))
+    E.trend([exp])
+    assert open(tmp_path / 'trend' / 'compare.md').read().splitlines()[2].endswith('| – | – |')
 
 
 # ------------------------------------------------------------------ the runner
